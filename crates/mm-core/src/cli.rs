@@ -1,0 +1,128 @@
+//! The command-line plumbing every tool shares: one `main` body, the common
+//! arguments, and the mapping from errors to exit codes.
+//!
+//! `main` is ripgrep's shape, written once: parse (`--help`/`--version` to
+//! stdout, exit 0; a usage error is one line and exit 64, not clap's 2), run,
+//! and on error print exactly one line, `mm-TOOL: what: why`, and exit with
+//! the sysexits code of the first [`Error`] in the chain (70 if there is none:
+//! that would be a bug). A broken pipe (`mm-showq | head`) is success.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::error::{Error, exit};
+use crate::slice::Slice;
+use crate::spool::Spool;
+
+/// `--spool DIR`, shared by every tool.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SpoolArgs {
+    /// The spool directory.
+    #[arg(long, value_name = "DIR", env = "MM_SPOOL", default_value = crate::spool::DEFAULT_ROOT)]
+    pub spool: PathBuf,
+}
+
+impl SpoolArgs {
+    /// Opens the spool.
+    pub fn open(&self) -> crate::Result<Spool> {
+        Spool::open(&self.spool)
+    }
+}
+
+/// Parses `--slice K/N`.
+pub fn parse_slice(s: &str) -> Result<Slice, String> {
+    s.parse::<Slice>().map_err(|e| e.to_string())
+}
+
+/// Parses a humantime duration (`5m`, `4h`, `5days`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (want e.g. 30s, 5m, 4h, 5d)"))
+}
+
+/// Parses a size: bytes, or with a K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?}: want bytes or a number with K, M or G"))
+}
+
+/// The exit code for an error chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return e.kind().exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return Error::io("", std::path::Path::new(""), std::io::Error::from(e.kind())).kind().exit_code();
+        }
+    }
+    exit::SOFTWARE
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<Error>()
+                .and_then(|e| e.io_error())
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The whole `main` of a tool: parse `C`, call `run`, map the outcome to an exit status.
+pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -> ExitCode {
+    let cli = match C::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return ExitCode::from(if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand { exit::USAGE } else { 0 });
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("usage error");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("{name}: {first} (see {name} --help)");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {}", one_line(&format!("{e:#}")));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Folds a message onto one line.
+pub fn one_line(s: &str) -> String {
+    s.split(['\n', '\r']).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("ten").is_err());
+    }
+
+    #[test]
+    fn errors_map_to_sysexits() {
+        let e = anyhow::Error::new(Error::new(crate::ErrorKind::Temporary, "x")).context("enqueue");
+        assert_eq!(exit_code(&e), 75);
+        assert_eq!(exit_code(&anyhow::anyhow!("bug")), 70);
+    }
+}

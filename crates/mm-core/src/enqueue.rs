@@ -1,0 +1,282 @@
+//! Putting new entries into a queue, durably.
+//!
+//! One entry ([`Enqueuer::add`] then [`Enqueuer::commit`], or [`enqueue`]):
+//! write `ID.tmp` in the entry's bucket, `fsync` it, rename it to `ID.pck`,
+//! `fsync` the bucket directory; only then is the id printed and the exit 0.
+//!
+//! A batch (`mm-enqueue --file …`) uses group commit: the temporary files of up
+//! to [`BATCH`] entries are written, one `syncfs(2)` makes all their data
+//! durable, they are renamed, and a second `syncfs` makes the renames durable
+//! before any id is printed. A crash inside the window leaves `.tmp` files
+//! (never acknowledged, removed by mm-recover) or entries whose ids were not
+//! printed (a resend by the caller may duplicate, never lose).
+//!
+//! Before writing, the free space is checked against `min_free` (Postfix's
+//! `queue_minfree`), so a nearly full disk refuses mail with 75 instead of
+//! half-writing it; a write that still fails removes its temporary file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::address;
+use crate::clock;
+use crate::entry::Entry;
+use crate::error::{Error, ErrorKind, Result, io_err};
+use crate::fsx;
+use crate::id::{EntryId, FileName};
+use crate::spool::{Queue, Spool};
+
+/// Entries per group commit in a batch.
+pub const BATCH: usize = 512;
+
+/// Limits on what mm-enqueue accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest message, in bytes.
+    pub max_size: u64,
+    /// Most recipients per entry.
+    pub max_rcpts: usize,
+    /// Largest metadata (list name and key/values), in bytes.
+    pub max_meta: usize,
+    /// Free space below which new mail is refused (temporary failure).
+    pub min_free: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_size: 32 << 20, max_rcpts: 10_000, max_meta: 64 << 10, min_free: 64 << 20 }
+    }
+}
+
+/// A message to enqueue, with its envelope.
+#[derive(Clone, Debug, Default)]
+pub struct Submission {
+    /// Envelope sender ("" for `<>`).
+    pub sender: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// Mailing list.
+    pub list: Option<String>,
+    /// Free-form metadata.
+    pub kv: BTreeMap<String, String>,
+    /// The message bytes.
+    pub message: Vec<u8>,
+}
+
+impl Submission {
+    /// Validates the envelope and metadata against `limits`, normalising the
+    /// addresses. Every refusal is [`ErrorKind::Invalid`] (exit 65).
+    pub fn validate(&mut self, limits: &Limits) -> Result<()> {
+        self.sender = address::sender(&self.sender)?;
+        if self.recipients.is_empty() {
+            return Err(Error::new(ErrorKind::Invalid, "no recipients"));
+        }
+        if self.recipients.len() > limits.max_rcpts {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("{} recipients; at most {} allowed (--max-rcpts)", self.recipients.len(), limits.max_rcpts),
+            ));
+        }
+        for r in &mut self.recipients {
+            *r = address::recipient(r)?;
+        }
+        if self.message.len() as u64 > limits.max_size {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("message of {} bytes exceeds the limit of {} bytes (--max-size)", self.message.len(), limits.max_size),
+            ));
+        }
+        let mut meta = 0;
+        if let Some(l) = &self.list {
+            check_word("list name", l)?;
+            meta += l.len();
+        }
+        for (k, v) in &self.kv {
+            check_word("metadata key", k)?;
+            if v.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(Error::new(ErrorKind::Invalid, format!("metadata value of {k} contains a control character")));
+            }
+            meta += k.len() + v.len();
+        }
+        if meta > limits.max_meta {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("{meta} bytes of metadata exceed the limit of {} (--max-meta)", limits.max_meta),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_word(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+@".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Invalid, format!("bad {what} {s:?}: want [A-Za-z0-9._+@-], at most 128")))
+    }
+}
+
+struct Pending {
+    id: EntryId,
+    tmp: PathBuf,
+    dest: PathBuf,
+    renamed: bool,
+}
+
+/// Writes entries into one queue.
+pub struct Enqueuer {
+    spool: Spool,
+    queue: Queue,
+    limits: Limits,
+    pending: Vec<Pending>,
+    pending_bytes: u64,
+    group: bool,
+}
+
+impl Enqueuer {
+    /// An enqueuer for `queue` (created on demand) that makes each entry
+    /// durable on its own: `fsync` of the file and of its directory.
+    pub fn new(spool: &Spool, queue: Queue, limits: Limits) -> Result<Enqueuer> {
+        fsx::create_dir(queue.dir())?;
+        Ok(Enqueuer { spool: spool.clone(), queue, limits, pending: Vec::new(), pending_bytes: 0, group: false })
+    }
+
+    /// An enqueuer that commits entries in groups with `syncfs(2)`: for bulk loads.
+    pub fn grouped(spool: &Spool, queue: Queue, limits: Limits) -> Result<Enqueuer> {
+        let mut q = Enqueuer::new(spool, queue, limits)?;
+        q.group = true;
+        Ok(q)
+    }
+
+    /// Refuses new mail when the spool's file system is nearly full.
+    fn check_space(&self, size: u64) -> Result<()> {
+        let free = fsx::free_space(self.queue.dir())?;
+        if free < self.limits.min_free.saturating_add(size.saturating_mul(2)) {
+            return Err(Error::new(
+                ErrorKind::Temporary,
+                format!(
+                    "spool {} has {} bytes free, below the minimum of {} (--min-free); try again later",
+                    self.spool.root().display(),
+                    free,
+                    self.limits.min_free
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates and writes one submission as a temporary file. It becomes an
+    /// entry at the next [`commit`](Enqueuer::commit).
+    pub fn add(&mut self, mut sub: Submission) -> Result<EntryId> {
+        sub.validate(&self.limits)?;
+        self.check_space(sub.message.len() as u64)?;
+        let micros = clock::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let rcpts = sub.recipients.join("\n");
+        let id = EntryId::generate(micros, &[&sub.message, sub.sender.as_bytes(), rcpts.as_bytes(), sub.list.as_deref().unwrap_or("").as_bytes()]);
+        let mut entry = Entry::new(&id, &sub.sender, &sub.recipients, sub.message, self.queue.name().as_str());
+        entry.meta.list = sub.list;
+        entry.meta.kv = sub.kv;
+        let bytes = entry.encode()?;
+        let bucket = self.queue.ensure_bucket(id.bucket())?;
+        let tmp = bucket.join(FileName::writing(id, None).to_string());
+        let dest = bucket.join(FileName::queued(id).to_string());
+        write_tmp(&tmp, &bytes, !self.group)?;
+        self.pending_bytes += bytes.len() as u64;
+        self.pending.push(Pending { id, tmp, dest, renamed: false });
+        Ok(id)
+    }
+
+    /// Whether enough is pending that the caller should commit now.
+    pub fn should_commit(&self) -> bool {
+        self.pending.len() >= BATCH || self.pending_bytes >= 64 << 20
+    }
+
+    /// Makes every pending entry durable and visible; returns their ids in
+    /// order. On failure nothing pending is left visible where it can still be
+    /// taken back, and the error is returned (exit 75).
+    pub fn commit(&mut self) -> Result<Vec<EntryId>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        commit(&self.queue, pending, self.group)
+    }
+
+    /// Abandons pending entries (removes their temporary files).
+    pub fn abort(&mut self) {
+        for p in self.pending.drain(..) {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+        self.pending_bytes = 0;
+    }
+}
+
+impl Drop for Enqueuer {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn write_tmp(tmp: &std::path::Path, bytes: &[u8], sync: bool) -> Result<()> {
+    use std::io::Write;
+    let r = (|| {
+        let mut f = fsx::create_new(tmp)?;
+        f.write_all(bytes).map_err(io_err("cannot write", tmp))?;
+        if sync {
+            f.sync_data().map_err(io_err("cannot sync", tmp))?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
+}
+
+fn syncfs(dir: &std::path::Path) -> Result<()> {
+    let f = File::open(dir).map_err(io_err("cannot open", dir))?;
+    rustix::fs::syncfs(&f).map_err(|e| Error::io("cannot sync file system of", dir, e.into()))
+}
+
+fn commit(queue: &Queue, mut pending: Vec<Pending>, group: bool) -> Result<Vec<EntryId>> {
+    let single = !group;
+    let r = (|| {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if !single {
+            syncfs(queue.dir())?;
+        }
+        for p in &mut pending {
+            std::fs::rename(&p.tmp, &p.dest)
+                .map_err(|e| Error::io(format_args!("cannot rename {} to", p.tmp.display()), &p.dest, e))?;
+            p.renamed = true;
+        }
+        if single {
+            let mut dirs: Vec<&std::path::Path> = pending.iter().filter_map(|p| p.dest.parent()).collect();
+            dirs.dedup();
+            dirs.iter().try_for_each(|d| fsx::sync_dir(d))
+        } else {
+            syncfs(queue.dir())
+        }
+    })();
+    match r {
+        Ok(()) => Ok(pending.into_iter().map(|p| p.id).collect()),
+        Err(e) => {
+            for p in &pending {
+                let _ = std::fs::remove_file(if p.renamed { &p.dest } else { &p.tmp });
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Enqueues one submission durably: the MTA pipe case.
+pub fn enqueue(spool: &Spool, queue: Queue, limits: Limits, sub: Submission) -> Result<EntryId> {
+    let mut q = Enqueuer::new(spool, queue, limits)?;
+    q.add(sub)?;
+    let ids = q.commit()?;
+    ids.into_iter().next().ok_or_else(|| Error::new(ErrorKind::Internal, "commit returned no id"))
+}

@@ -1,0 +1,315 @@
+//! The content of an entry file: the message and everything known about it.
+//!
+//! Encoded as MessagePack (rmp-serde) in *named* form, a map from field name
+//! to value, so a field added by a later version is kept by an earlier one:
+//! every struct carries the fields it does not know in `extra` and writes them
+//! back on a rewrite. The first field is `format`; a reader refuses a format
+//! newer than [`FORMAT`] rather than guess its meaning (the runner quarantines
+//! such an entry with that reason; a newer mm can take it back with mm-unbad).
+//!
+//! The message is kept as the exact bytes received (MessagePack `bin`): bare
+//! LF, NUL, 8-bit and overlong lines are never touched on disk. Conversion to
+//! the SMTP wire form happens only when sending.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The format version this build writes and the newest it reads.
+pub const FORMAT: u32 = 1;
+
+/// Fields this version does not know, kept verbatim.
+pub type Extra = BTreeMap<String, rmpv::Value>;
+
+/// One queue entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Format version of this encoding.
+    pub format: u32,
+    /// The id the entry was given at enqueue time.
+    pub id: String,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    /// Envelope recipients, each with its delivery state.
+    pub recipients: Vec<Recipient>,
+    /// The message, byte for byte as received.
+    #[serde(with = "serde_bytes")]
+    pub message: Vec<u8>,
+    /// Everything else.
+    pub meta: Meta,
+    /// For a quarantined entry that could not be decoded: the original file's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<serde_bytes::ByteBuf>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Where one recipient stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptState {
+    /// Not yet delivered: never tried, or deferred.
+    Pending,
+    /// Accepted by the next hop; never sent again.
+    Delivered,
+    /// Refused permanently or given up on; goes (or went) into a bounce record.
+    Failed,
+}
+
+/// One envelope recipient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address.
+    pub address: String,
+    /// Its state.
+    pub state: RcptState,
+    /// Attempts made for it.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last reply of the server, or the local reason.
+    #[serde(default)]
+    pub last_reply: Option<String>,
+    /// When the state last changed (Unix seconds).
+    #[serde(default)]
+    pub updated: Option<u64>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Metadata of an entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The queue the entry was first enqueued into.
+    pub queue: String,
+    /// The mailing list, if any.
+    #[serde(default)]
+    pub list: Option<String>,
+    /// When it was received (Unix seconds).
+    pub received: u64,
+    /// How many times it was taken back from a dead runner.
+    #[serde(default)]
+    pub recoveries: u32,
+    /// Delivery attempts made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The first attempt (Unix seconds); give-up time counts from here.
+    #[serde(default)]
+    pub first_attempt: Option<u64>,
+    /// When the next attempt is due (Unix seconds); also in the file name.
+    #[serde(default)]
+    pub next_attempt: Option<u64>,
+    /// The last error or deferral reason.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Pipeline position: the index of the first stage not yet done.
+    #[serde(default)]
+    pub stage: u32,
+    /// Free-form key/values (`mm-enqueue --meta`).
+    #[serde(default)]
+    pub kv: BTreeMap<String, String>,
+    /// Why and when it was quarantined, when it is or was.
+    #[serde(default)]
+    pub quarantine: Option<Quarantine>,
+    /// For a bounce record: the entry it came from and why.
+    #[serde(default)]
+    pub bounce: Option<Bounce>,
+    /// What happened to it: recoveries, quarantines, releases.
+    #[serde(default)]
+    pub history: Vec<Event>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Why an entry sits in bad/ or shunt/.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The reason, one line.
+    pub reason: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The queue it came from, where mm-unbad returns it.
+    pub from_queue: String,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A bounce record's origin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bounce {
+    /// The entry whose recipients failed.
+    pub original_id: String,
+    /// The queue it was in.
+    pub original_queue: String,
+    /// Why they failed: "refused" or "expired after 5days".
+    pub reason: String,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One line of an entry's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// What happened.
+    pub what: String,
+}
+
+/// Just the version, to explain why a newer entry does not decode.
+#[derive(Deserialize)]
+struct Head {
+    format: u32,
+}
+
+impl Entry {
+    /// A new entry with every recipient pending.
+    pub fn new(id: &crate::EntryId, sender: &str, recipients: &[String], message: Vec<u8>, queue: &str) -> Entry {
+        Entry {
+            format: FORMAT,
+            id: id.to_string(),
+            sender: sender.to_string(),
+            recipients: recipients
+                .iter()
+                .map(|a| Recipient {
+                    address: a.clone(),
+                    state: RcptState::Pending,
+                    attempts: 0,
+                    last_reply: None,
+                    updated: None,
+                    extra: Extra::new(),
+                })
+                .collect(),
+            message,
+            meta: Meta { queue: queue.to_string(), received: id.secs(), ..Meta::default() },
+            original: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// Encodes in named form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        rmp_serde::to_vec_named(self)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode entry {}: {e}", self.id)))
+    }
+
+    /// Decodes, refusing an empty buffer, garbage and a newer format.
+    pub fn decode(bytes: &[u8]) -> Result<Entry> {
+        if bytes.is_empty() {
+            return Err(Error::new(ErrorKind::Corrupt, "empty file"));
+        }
+        match rmp_serde::from_slice::<Entry>(bytes) {
+            Ok(e) if e.format > FORMAT => Err(newer(e.format)),
+            Ok(e) if e.format == 0 => Err(Error::new(ErrorKind::Corrupt, "format version 0")),
+            Ok(e) => Ok(e),
+            Err(err) => match rmp_serde::from_slice::<Head>(bytes) {
+                Ok(h) if h.format > FORMAT => Err(newer(h.format)),
+                _ => Err(Error::new(ErrorKind::Corrupt, format!("undecodable: {err}"))),
+            },
+        }
+    }
+
+    /// The recipients still to deliver to.
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients.iter().filter(|r| r.state == RcptState::Pending)
+    }
+
+    /// Appends a history line.
+    pub fn note(&mut self, at: u64, what: impl Into<String>) {
+        self.meta.history.push(Event { at, what: what.into() });
+    }
+
+    /// The reason shown for this entry: quarantine reason, else the last error.
+    pub fn reason(&self) -> Option<&str> {
+        self.meta
+            .quarantine
+            .as_ref()
+            .map(|q| q.reason.as_str())
+            .or(self.meta.last_error.as_deref())
+    }
+}
+
+fn newer(format: u32) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("written in format {format}; this mm reads formats up to {FORMAT}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EntryId;
+
+    fn sample() -> Entry {
+        let id = EntryId::from_parts(1_764_004_260_000_001, [7; 20]);
+        let msg: Vec<u8> = b"Subject: x\n\n.\nbare LF\r\nNUL\0 8bit \xff\xfe\n".iter().copied().chain(std::iter::repeat_n(b'a', 5000)).collect();
+        Entry::new(&id, "", &["a@example.org".into(), "b@example.net".into()], msg, "in")
+    }
+
+    #[test]
+    fn round_trip_keeps_message_bytes_exactly() {
+        let e = sample();
+        let back = Entry::decode(&e.encode().unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn encoding_is_a_named_map() {
+        let bytes = sample().encode().unwrap();
+        let v: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
+        let map = v.as_map().expect("a map");
+        assert_eq!(map[0].0.as_str(), Some("format"));
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_rewrite() {
+        // An entry written by a later version with fields at three levels.
+        let bytes = sample().encode().unwrap();
+        let v: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
+        let rmpv::Value::Map(mut top) = v else { panic!("not a map") };
+        top.push(("priority".into(), 7.into()));
+        for (k, val) in top.iter_mut() {
+            if k.as_str() == Some("meta") {
+                if let rmpv::Value::Map(m) = val {
+                    m.push(("dkim".into(), "signed".into()));
+                }
+            }
+            if k.as_str() == Some("recipients") {
+                if let rmpv::Value::Array(a) = val {
+                    if let rmpv::Value::Map(r) = &mut a[0] {
+                        r.push(("notify".into(), "never".into()));
+                    }
+                }
+            }
+        }
+        let v = rmpv::Value::Map(top);
+        let newer = rmp_serde::to_vec_named(&v).unwrap();
+        let mut e = Entry::decode(&newer).unwrap();
+        e.meta.attempts += 1;
+        let again = Entry::decode(&e.encode().unwrap()).unwrap();
+        assert_eq!(again.extra.get("priority"), Some(&rmpv::Value::from(7)));
+        assert_eq!(again.meta.extra.get("dkim"), Some(&rmpv::Value::from("signed")));
+        assert_eq!(again.recipients[0].extra.get("notify"), Some(&rmpv::Value::from("never")));
+        assert_eq!(again.meta.attempts, 1);
+    }
+
+    #[test]
+    fn corrupt_and_future_entries_are_refused_with_a_reason() {
+        assert!(Entry::decode(b"").unwrap_err().to_string().contains("empty"));
+        let full = sample().encode().unwrap();
+        let e = Entry::decode(&full[..full.len() / 2]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(Entry::decode(b"\xc1\xc1garbage").is_err());
+        let mut fut = sample();
+        fut.format = 9;
+        let e = Entry::decode(&fut.encode().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("format 9"), "{e}");
+    }
+}

@@ -1,0 +1,11 @@
+//! mm-dumpdb (stub).
+
+/// Arguments.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mm-dumpdb", version)]
+pub struct Cli {}
+
+/// Runs.
+pub fn run(_cli: Cli) -> anyhow::Result<u8> {
+    Ok(0)
+}

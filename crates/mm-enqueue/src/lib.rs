@@ -1,0 +1,140 @@
+//! `mm-enqueue`: put a message into a queue, durably.
+//!
+//! The message comes from standard input (an MTA's pipe) or from each
+//! `--file` (one entry per file, committed in groups). Exit 0 only once every
+//! entry is on stable storage; 75 for any transient local failure so the MTA
+//! keeps the message and retries; 65 for bad data; 64 for bad usage.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use mm_core::cli::{SpoolArgs, parse_size};
+use mm_core::enqueue::{Enqueuer, Limits, Submission};
+use mm_core::{Error, ErrorKind, QueueName};
+
+const AFTER_HELP: &str = "\
+Examples:
+  Postfix pipe(8) transport in master.cf:
+    mm  unix  -  n  n  -  -  pipe
+      flags=Rq user=mm:mm argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}
+  A script handing in a message:
+    mm-enqueue -f list-bounces@example.org --list dev alice@example.org < msg.eml
+  Bulk load of many files (one process, group commit):
+    mm-enqueue -q out -f owner@example.org --to bob@example.org --file a.eml --file b.eml
+
+Exit status: 0 durable; 64 usage; 65 bad data (address, size); 75 try again later
+(spool missing, unwritable, full, I/O error); 77 permission denied.";
+
+/// Put a message into an mm queue, durably.
+#[derive(Debug, Parser)]
+#[command(name = "mm-enqueue", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+    /// The queue to put the message into.
+    #[arg(short, long, default_value = "in", value_name = "NAME")]
+    pub queue: String,
+    /// Envelope sender; empty ("" or "<>") for the null sender of bounces.
+    #[arg(short = 'f', long = "from", value_name = "ADDR", default_value = "")]
+    pub from: String,
+    /// Envelope recipient (repeatable); also taken from the positional arguments.
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Envelope recipients.
+    #[arg(value_name = "RECIPIENT")]
+    pub recipients: Vec<String>,
+    /// The mailing list the message belongs to.
+    #[arg(long, value_name = "NAME")]
+    pub list: Option<String>,
+    /// Free-form metadata (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Read the message from PATH instead of standard input (repeatable: one entry per file).
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Largest message accepted (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Most recipients per message.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_rcpts: usize,
+    /// Largest metadata (list name and --meta) in bytes.
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
+    pub max_meta: u64,
+    /// Refuse mail (exit 75) when the spool has less free space than this.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub min_free: u64,
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(Error::new(ErrorKind::Invalid, msg))
+}
+
+/// Runs mm-enqueue.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let queue_name = QueueName::new(&cli.queue).map_err(|e| e.with_kind(ErrorKind::Config))?;
+    let limits = Limits {
+        max_size: cli.max_size,
+        max_rcpts: cli.max_rcpts,
+        max_meta: cli.max_meta as usize,
+        min_free: cli.min_free,
+    };
+    let mut kv = BTreeMap::new();
+    for m in &cli.meta {
+        let (k, v) = m.split_once('=').ok_or_else(|| usage(format!("bad --meta {m:?}: want KEY=VALUE")))?;
+        kv.insert(k.to_string(), v.to_string());
+    }
+    let mut recipients = cli.to.clone();
+    recipients.extend(cli.recipients.iter().cloned());
+    let template = Submission {
+        sender: cli.from.clone(),
+        recipients,
+        list: cli.list.clone(),
+        kv,
+        message: Vec::new(),
+    };
+    // Check the envelope before reading anything, so a bad address fails fast.
+    let mut probe = template.clone();
+    probe.validate(&limits)?;
+
+    let spool = cli.spool.open()?;
+    let queue = spool.queue(&queue_name);
+    let mut stdout = std::io::stdout().lock();
+    if cli.files.is_empty() {
+        let message = read_limited(std::io::stdin().lock(), limits.max_size).context("cannot read standard input")?;
+        let sub = Submission { message, ..template };
+        let id = mm_core::enqueue::enqueue(&spool, queue, limits, sub)?;
+        writeln!(stdout, "{id}")?;
+        return Ok(0);
+    }
+    let mut q = Enqueuer::grouped(&spool, queue, limits)?;
+    for path in &cli.files {
+        let f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
+        let message = read_limited(f, limits.max_size).with_context(|| format!("cannot read {}", path.display()))?;
+        q.add(Submission { message, ..template.clone() }).with_context(|| format!("{}", path.display()))?;
+        if q.should_commit() {
+            for id in q.commit()? {
+                writeln!(stdout, "{id}")?;
+            }
+        }
+    }
+    for id in q.commit()? {
+        writeln!(stdout, "{id}")?;
+    }
+    Ok(0)
+}
+
+/// Reads at most `max + 1` bytes, refusing more than `max` without reading it all.
+fn read_limited(r: impl Read, max: u64) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(8192);
+    r.take(max.saturating_add(1)).read_to_end(&mut buf).map_err(|e| {
+        anyhow::Error::new(Error::new(ErrorKind::Temporary, format!("read failed: {e}")))
+    })?;
+    if buf.len() as u64 > max {
+        return Err(usage(format!("message exceeds the limit of {max} bytes (--max-size)")));
+    }
+    Ok(buf)
+}

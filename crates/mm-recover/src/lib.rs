@@ -1,0 +1,11 @@
+//! mm-recover (stub).
+
+/// Arguments.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mm-recover", version)]
+pub struct Cli {}
+
+/// Runs.
+pub fn run(_cli: Cli) -> anyhow::Result<u8> {
+    Ok(0)
+}

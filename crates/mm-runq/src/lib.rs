@@ -1,0 +1,11 @@
+//! mm-runq (stub).
+
+/// Arguments.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mm-runq", version)]
+pub struct Cli {}
+
+/// Runs.
+pub fn run(_cli: Cli) -> anyhow::Result<u8> {
+    Ok(0)
+}

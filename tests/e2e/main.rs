@@ -1,0 +1,1 @@
+//! Cross-tool black-box tests.

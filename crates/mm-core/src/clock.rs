@@ -1,8 +1,9 @@
 //! The one place that reads the wall clock.
 //!
-//! Retry schedules, ages and ids all come from [`now`]. Tests and the
-//! benchmark can shift it with `MM_TEST_CLOCK_OFFSET` (seconds, may be
-//! negative), so "five days later" can be tested without waiting.
+//! Retry schedules, ages and ids all come from [`now`]. Tests can shift it
+//! with `MM_TEST_CLOCK_OFFSET` (seconds, may be negative), so "five days
+//! later" can be tested without waiting, or pin it with `MM_TEST_NOW` (Unix
+//! seconds) for golden outputs. Neither is meant for production use.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,9 +18,17 @@ fn offset() -> i64 {
     })
 }
 
+fn pinned() -> Option<u64> {
+    static PINNED: OnceLock<Option<u64>> = OnceLock::new();
+    *PINNED.get_or_init(|| std::env::var("MM_TEST_NOW").ok().and_then(|v| v.parse().ok()))
+}
+
 /// The current time.
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> SystemTime {
+    if let Some(p) = pinned() {
+        return UNIX_EPOCH + Duration::from_secs(p);
+    }
     let t = SystemTime::now();
     let off = offset();
     if off >= 0 {

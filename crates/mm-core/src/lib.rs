@@ -40,6 +40,7 @@ pub mod enqueue;
 pub mod entry;
 pub mod error;
 pub mod fsx;
+pub mod report;
 pub mod id;
 pub mod scan;
 pub mod slice;

@@ -34,6 +34,8 @@ pub enum Item {
         name: FileName,
         /// Where it is.
         place: Place,
+        /// Its size, when the scan was asked for sizes (one `fstatat`, no open).
+        size: Option<u64>,
     },
     /// A file that is not an entry, or an entry name that is not a regular
     /// file (a symbolic link, a directory): reported, never touched.
@@ -65,6 +67,11 @@ impl Queue {
     /// are reported by scans of the whole queue (and, in the drop-in, by every
     /// scan). A queue directory that does not exist is an empty queue.
     pub fn scan(&self, slice: Slice, f: &mut dyn FnMut(Item)) -> Result<()> {
+        self.scan_with(slice, false, f)
+    }
+
+    /// [`scan`](Queue::scan), with each entry's size when `sizes` is set.
+    pub fn scan_with(&self, slice: Slice, sizes: bool, f: &mut dyn FnMut(Item)) -> Result<()> {
         let top = match std::fs::read_dir(self.dir()) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -81,7 +88,8 @@ impl Queue {
                     continue;
                 }
             }
-            self.classify(&fname, ft, Place::DropIn, slice, f);
+            let size = if sizes { de.metadata().ok().map(|m| m.len()) } else { None };
+            self.classify(&fname, ft, Place::DropIn, slice, size, f);
         }
         for b in slice.buckets() {
             if !buckets[b as usize] {
@@ -95,20 +103,22 @@ impl Queue {
             };
             for de in rd {
                 let de = de.map_err(|e| Error::io("cannot list", &dir, e))?;
-                self.classify(&de.file_name(), de.file_type().ok(), Place::Bucket(b), slice, f);
+                let size = if sizes { de.metadata().ok().map(|m| m.len()) } else { None };
+                self.classify(&de.file_name(), de.file_type().ok(), Place::Bucket(b), slice, size, f);
             }
         }
         Ok(())
     }
 
-    fn classify(&self, fname: &OsStr, ft: Option<FileType>, place: Place, slice: Slice, f: &mut dyn FnMut(Item)) {
+    #[allow(clippy::too_many_arguments)]
+    fn classify(&self, fname: &OsStr, ft: Option<FileType>, place: Place, slice: Slice, size: Option<u64>, f: &mut dyn FnMut(Item)) {
         match FileName::parse(fname.as_bytes()) {
             Some(name) => {
                 if !slice.contains(name.id.hash_prefix()) {
                     return;
                 }
                 if ft.is_some_and(|t| t.is_file()) {
-                    f(Item::Entry { name, place });
+                    f(Item::Entry { name, place, size });
                 } else {
                     let path = self.found_path(&name, place);
                     f(Item::Foreign { path, why: "an entry name on something that is not a regular file" });

@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Stored message bytes to the SMTP DATA form.
 pub mod wire;
 
+/// SMTP delivery with per-recipient outcomes (lettre's `SmtpConnection`).
 #[cfg(feature = "smtp")]
 pub mod smtp;
 

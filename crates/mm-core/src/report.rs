@@ -1,0 +1,309 @@
+//! What the inspection tools print: one schema, rendered for people and as JSON.
+//!
+//! mm-showq and mm-dumpdb (and the JSON of mm-recover and mm-unbad) use the
+//! same field names: `id`, `queue`, `state`, `attempts`, `next_attempt`,
+//! `last_error`, `claim_holder`, and per recipient `address`, `state`,
+//! `attempts`, `last_reply`. The schema is documented, with its version
+//! [`SCHEMA`], in `docs/json.md`; a field is never renamed within a version.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::claim::{self, Holder, Liveness};
+use crate::clock;
+use crate::entry::{Entry, RcptState};
+use crate::id::{FileName, State};
+use crate::scan::{Item, Place};
+use crate::slice::Slice;
+use crate::spool::{Queue, Spool};
+
+/// Version of the JSON schema.
+pub const SCHEMA: u32 = 1;
+
+/// Counts for one queue, from names alone (no entry is opened).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// Schema version.
+    pub schema: u32,
+    /// The queue.
+    pub queue: String,
+    /// Queued and due now.
+    pub queued: u64,
+    /// Queued, deferred to a later time.
+    pub deferred: u64,
+    /// Claimed by a runner (`.bak`).
+    pub claimed: u64,
+    /// Quarantined (`.psv`).
+    pub preserved: u64,
+    /// Being written (`.tmp`).
+    pub writing: u64,
+    /// Files that are not entries (left alone; see mm-recover).
+    pub foreign: u64,
+    /// Enqueue time of the oldest entry (Unix seconds).
+    pub oldest: Option<u64>,
+    /// Total size of the entry files.
+    pub bytes: u64,
+}
+
+impl QueueSummary {
+    /// Entries in any state.
+    pub fn total(&self) -> u64 {
+        self.queued + self.deferred + self.claimed + self.preserved + self.writing
+    }
+}
+
+/// Counts the entries of `queue` (within `slice`) at time `now`.
+pub fn summarize(queue: &Queue, slice: Slice, now: u64) -> crate::Result<QueueSummary> {
+    let mut s = QueueSummary { schema: SCHEMA, queue: queue.name().to_string(), ..Default::default() };
+    queue.scan_with(slice, true, &mut |item| match item {
+        Item::Entry { name, size, .. } => {
+            match name.state {
+                State::Queued if name.due.is_some_and(|d| d > now) => s.deferred += 1,
+                State::Queued => s.queued += 1,
+                State::Claimed => s.claimed += 1,
+                State::Preserved => s.preserved += 1,
+                State::Writing => s.writing += 1,
+            }
+            let t = name.id.secs();
+            s.oldest = Some(s.oldest.map_or(t, |o| o.min(t)));
+            s.bytes += size.unwrap_or(0);
+        }
+        Item::Foreign { .. } => s.foreign += 1,
+    })?;
+    Ok(s)
+}
+
+/// The state shown for a file name: `deferred` for a queued entry not yet due.
+pub fn state_label(name: &FileName, now: u64) -> &'static str {
+    match name.state {
+        State::Queued if name.due.is_some_and(|d| d > now) => "deferred",
+        s => s.label(),
+    }
+}
+
+/// Who holds a claim, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct HolderView {
+    /// The runner's token.
+    pub token: String,
+    /// Host, pid and what it is, when its record is readable.
+    pub host: Option<String>,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// What it is.
+    pub what: Option<String>,
+    /// Since when it runs (RFC 3339).
+    pub since: Option<String>,
+    /// Whether it is alive.
+    pub alive: bool,
+    /// Why it is considered dead.
+    pub dead_because: Option<String>,
+}
+
+/// Looks up the holder of a claim.
+pub fn holder_view(spool: &Spool, token: &str) -> HolderView {
+    let (h, alive, why): (Option<Holder>, bool, Option<String>) = match claim::liveness(spool, token, claim::DEFAULT_LEASE) {
+        Liveness::Alive(h) => (Some(h), true, None),
+        Liveness::Dead(why) => (None, false, Some(why)),
+    };
+    HolderView {
+        token: token.to_string(),
+        host: h.as_ref().map(|h| h.host.clone()),
+        pid: h.as_ref().map(|h| h.pid),
+        what: h.as_ref().map(|h| h.what.clone()),
+        since: h.as_ref().map(|h| clock::rfc3339(h.since)),
+        alive,
+        dead_because: why,
+    }
+}
+
+/// One recipient, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct RcptView {
+    /// Address.
+    pub address: String,
+    /// pending, delivered or failed.
+    pub state: RcptState,
+    /// Attempts for it.
+    pub attempts: u32,
+    /// Last reply.
+    pub last_reply: Option<String>,
+}
+
+/// Quarantine details, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantineView {
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// From which queue.
+    pub from_queue: String,
+}
+
+/// One entry, as shown by mm-showq (one line) and mm-dumpdb (whole).
+#[derive(Clone, Debug, Serialize)]
+pub struct EntryView {
+    /// Schema version.
+    pub schema: u32,
+    /// The id.
+    pub id: String,
+    /// The queue it is in.
+    pub queue: String,
+    /// queued, deferred, claimed, preserved, writing.
+    pub state: String,
+    /// The file.
+    pub path: String,
+    /// Size of the entry file.
+    pub size: u64,
+    /// Enqueue time (RFC 3339).
+    pub received: String,
+    /// Age in seconds.
+    pub age_secs: u64,
+    /// Envelope sender ("" for <>).
+    pub sender: Option<String>,
+    /// Number of recipients.
+    pub recipient_count: Option<usize>,
+    /// The first recipient.
+    pub first_recipient: Option<String>,
+    /// Delivery attempts.
+    pub attempts: Option<u32>,
+    /// When the next attempt is due (RFC 3339), for a deferred entry.
+    pub next_attempt: Option<String>,
+    /// The last error, or the quarantine reason.
+    pub last_error: Option<String>,
+    /// Mailing list.
+    pub list: Option<String>,
+    /// Times taken back from a dead runner.
+    pub recoveries: Option<u32>,
+    /// Pipeline position.
+    pub stage: Option<u32>,
+    /// The slice of the entry for the N asked (`--slice K/N` listings).
+    pub slice: Option<String>,
+    /// Who holds it, for a claimed entry.
+    pub claim_holder: Option<HolderView>,
+    /// Quarantine details.
+    pub quarantine: Option<QuarantineView>,
+    /// Free-form metadata.
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
+    /// Per-recipient detail (mm-dumpdb).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<RcptView>>,
+    /// History lines (mm-dumpdb).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<String>>,
+    /// Why the content could not be read, if it could not.
+    pub error: Option<String>,
+    /// The due time (Unix seconds), for printing.
+    #[serde(skip)]
+    pub due: Option<u64>,
+}
+
+/// Builds the view of an entry file. `entry` is `Err` when it could not be decoded.
+#[allow(clippy::too_many_arguments)]
+pub fn view(
+    spool: &Spool,
+    queue: &str,
+    name: &FileName,
+    path: &Path,
+    size: u64,
+    entry: Result<&Entry, String>,
+    now: u64,
+    detail: bool,
+) -> EntryView {
+    let mut v = EntryView {
+        schema: SCHEMA,
+        id: name.id.to_string(),
+        queue: queue.to_string(),
+        state: state_label(name, now).to_string(),
+        path: path.display().to_string(),
+        size,
+        received: clock::rfc3339(name.id.secs()),
+        age_secs: now.saturating_sub(name.id.secs()),
+        sender: None,
+        recipient_count: None,
+        first_recipient: None,
+        attempts: None,
+        next_attempt: name.due.filter(|d| *d > now).map(clock::rfc3339),
+        last_error: None,
+        list: None,
+        recoveries: None,
+        stage: None,
+        slice: None,
+        claim_holder: name.holder.as_deref().filter(|_| name.state == State::Claimed).map(|t| holder_view(spool, t)),
+        quarantine: None,
+        meta: None,
+        recipients: None,
+        history: None,
+        error: None,
+        due: name.due,
+    };
+    match entry {
+        Ok(e) => {
+            v.sender = Some(e.sender.clone());
+            v.recipient_count = Some(e.recipients.len());
+            v.first_recipient = e.recipients.first().map(|r| r.address.clone());
+            v.attempts = Some(e.meta.attempts);
+            v.last_error = e.reason().map(str::to_string);
+            v.list = e.meta.list.clone();
+            v.recoveries = Some(e.meta.recoveries);
+            v.stage = Some(e.meta.stage);
+            v.quarantine = e.meta.quarantine.as_ref().map(|q| QuarantineView {
+                reason: q.reason.clone(),
+                at: clock::rfc3339(q.at),
+                from_queue: q.from_queue.clone(),
+            });
+            v.meta = Some(e.meta.kv.clone());
+            if detail {
+                v.recipients = Some(
+                    e.recipients
+                        .iter()
+                        .map(|r| RcptView {
+                            address: r.address.clone(),
+                            state: r.state,
+                            attempts: r.attempts,
+                            last_reply: r.last_reply.clone(),
+                        })
+                        .collect(),
+                );
+                v.history = Some(e.meta.history.iter().map(|h| format!("{} {}", clock::rfc3339(h.at), h.what)).collect());
+            }
+        }
+        Err(why) => {
+            v.last_error = Some(why.clone());
+            v.error = Some(why);
+        }
+    }
+    v
+}
+
+/// Reads and decodes the entry at `path` for display (never modifies it).
+pub fn read_for_view(path: &Path) -> (u64, Result<Entry, String>) {
+    match crate::fsx::read_entry_file(path) {
+        Ok(bytes) => (bytes.len() as u64, Entry::decode(&bytes).map_err(|e| e.to_string())),
+        Err(e) => (0, Err(e.to_string())),
+    }
+}
+
+/// Finds every file of entry `id` in the spool: any queue, any state.
+pub fn locate(spool: &Spool, id: crate::EntryId) -> crate::Result<Vec<(Queue, FileName, Place)>> {
+    let mut out = Vec::new();
+    let prefix = id.to_string();
+    for q in spool.queues()? {
+        for (dir, place) in [(q.bucket_dir(id.bucket()), Place::Bucket(id.bucket())), (q.dir().to_path_buf(), Place::DropIn)] {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for de in rd.flatten() {
+                let n = de.file_name();
+                let Some(s) = n.to_str() else { continue };
+                if !s.starts_with(&prefix) {
+                    continue;
+                }
+                if let Some(name) = FileName::parse(s.as_bytes()) {
+                    out.push((q.clone(), name, place));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -38,11 +38,16 @@ pub fn sender(s: &str) -> Result<String> {
 }
 
 fn strip(s: &str) -> &str {
-    s.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(s)
+    s.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(s)
 }
 
 fn invalid(s: &str, why: &str) -> Error {
-    Error::new(ErrorKind::Invalid, format!("bad address {}: {why}", s.escape_debug()))
+    Error::new(
+        ErrorKind::Invalid,
+        format!("bad address {}: {why}", s.escape_debug()),
+    )
 }
 
 fn check(a: &str) -> std::result::Result<(), &'static str> {
@@ -66,7 +71,11 @@ fn check(a: &str) -> std::result::Result<(), &'static str> {
         dot_string(local)?;
     }
     if domain.starts_with('[') {
-        if !domain.ends_with(']') || domain[1..domain.len() - 1].bytes().any(|c| matches!(c, b'[' | b']' | b'\\' | b' ')) {
+        if !domain.ends_with(']')
+            || domain[1..domain.len() - 1]
+                .bytes()
+                .any(|c| matches!(c, b'[' | b']' | b'\\' | b' '))
+        {
             return Err("bad address literal");
         }
         return Ok(());
@@ -76,7 +85,12 @@ fn check(a: &str) -> std::result::Result<(), &'static str> {
         if b.is_empty() || b.len() > 63 {
             return Err("empty or overlong domain label");
         }
-        if b[0] == b'-' || b[b.len() - 1] == b'-' || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c >= 0x80) {
+        if b[0] == b'-'
+            || b[b.len() - 1] == b'-'
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c >= 0x80)
+        {
             return Err("bad domain");
         }
     }
@@ -88,7 +102,9 @@ fn dot_string(s: &str) -> std::result::Result<(), &'static str> {
         if atom.is_empty() {
             return Err("empty atom in local part (leading, trailing or double dot)");
         }
-        let ok = atom.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c) || c >= 0x80);
+        let ok = atom
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c) || c >= 0x80);
         if !ok {
             return Err("character not allowed in an unquoted local part");
         }
@@ -119,8 +135,15 @@ mod tests {
 
     #[test]
     fn good_addresses_pass() {
-        for a in ["a@example.org", "first.last+tag@sub.example.co.uk", "\"odd name\"@example.org",
-                  "x@[192.0.2.1]", "Postmaster", "üser@exämple.org", "<a@b.example>"] {
+        for a in [
+            "a@example.org",
+            "first.last+tag@sub.example.co.uk",
+            "\"odd name\"@example.org",
+            "x@[192.0.2.1]",
+            "Postmaster",
+            "üser@exämple.org",
+            "<a@b.example>",
+        ] {
             recipient(a).unwrap_or_else(|e| panic!("{a}: {e}"));
         }
         assert_eq!(sender("<>").unwrap(), "");
@@ -132,8 +155,23 @@ mod tests {
     fn injection_and_overlong_addresses_are_refused() {
         let long_local = format!("{}@example.org", "a".repeat(65));
         let long_all = format!("a@{}.org", "b".repeat(250));
-        for a in ["a@b\r\nRCPT TO:<x@y>", "a\n@b.org", "a\0@b.org", "a>@b.org", "<a@b.org", "a b@c.org",
-                  "nobody", "@b.org", "a@", "a..b@c.org", "a@-b.org", "a@b..org", &long_local, &long_all, "a@b.org>"] {
+        for a in [
+            "a@b\r\nRCPT TO:<x@y>",
+            "a\n@b.org",
+            "a\0@b.org",
+            "a>@b.org",
+            "<a@b.org",
+            "a b@c.org",
+            "nobody",
+            "@b.org",
+            "a@",
+            "a..b@c.org",
+            "a@-b.org",
+            "a@b..org",
+            &long_local,
+            &long_all,
+            "a@b.org>",
+        ] {
             let e = recipient(a).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Invalid, "{a:?}");
             assert!(sender(a).is_err(), "{a:?}");

@@ -54,16 +54,23 @@ pub fn host_name() -> String {
     if let Some(h) = std::env::var_os("MM_HOST").filter(|h| !h.is_empty()) {
         return h.to_string_lossy().into_owned();
     }
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn process_start_ticks(pid: u32) -> u64 {
     // Field 22 of /proc/PID/stat, after the parenthesised command name.
-    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
     s.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(19))
         .and_then(|v| v.parse().ok())
@@ -126,16 +133,29 @@ impl Registration {
             what: what.to_string(),
         };
         let path = dir.join(&token);
-        let json = serde_json::to_vec_pretty(&holder)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode runner record: {e}")))?;
+        let json = serde_json::to_vec_pretty(&holder).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot encode runner record: {e}"),
+            )
+        })?;
         let tmp = dir.join(format!("{token}.tmp"));
         fsx::write_and_rename(&tmp, &path, &json, true)?;
         let file = File::open(&path).map_err(io_err("cannot open runner record", &path))?;
         file.try_lock().map_err(|e| {
-            Error::new(ErrorKind::Temporary, format!("cannot lock runner record {}: {e}", path.display()))
+            Error::new(
+                ErrorKind::Temporary,
+                format!("cannot lock runner record {}: {e}", path.display()),
+            )
         })?;
         fsx::sync_dir(&dir)?;
-        Ok(Arc::new(Registration { holder, path, file, renewed: AtomicU64::new(clock::now_secs()), lease }))
+        Ok(Arc::new(Registration {
+            holder,
+            path,
+            file,
+            renewed: AtomicU64::new(clock::now_secs()),
+            lease,
+        }))
     }
 
     /// The token.
@@ -160,7 +180,8 @@ impl Registration {
     /// Whether the lease is still safely ours: renewed within half its length.
     /// A runner checks this before every write to a claimed entry.
     pub fn lease_ok(&self) -> bool {
-        clock::now_secs().saturating_sub(self.renewed.load(Ordering::Relaxed)) < self.lease.as_secs() / 2 + 1
+        clock::now_secs().saturating_sub(self.renewed.load(Ordering::Relaxed))
+            < self.lease.as_secs() / 2 + 1
     }
 
     /// Removes the record; call only when no claim carries the token any more.
@@ -177,13 +198,19 @@ pub fn liveness(spool: &Spool, token: &str, lease: Duration) -> Liveness {
         Err(_) => return Liveness::Dead("its runner record is gone".into()),
     };
     let mut text = String::new();
-    let holder: Option<Holder> = (&file).read_to_string(&mut text).ok().and_then(|_| serde_json::from_str(&text).ok());
+    let holder: Option<Holder> = (&file)
+        .read_to_string(&mut text)
+        .ok()
+        .and_then(|_| serde_json::from_str(&text).ok());
     let Some(holder) = holder else {
         return Liveness::Dead("its runner record is unreadable".into());
     };
     if holder.host == host_name() {
         if holder.boot_id != boot_id() && !holder.boot_id.is_empty() {
-            return Liveness::Dead(format!("its runner (pid {}) ran before a reboot", holder.pid));
+            return Liveness::Dead(format!(
+                "its runner (pid {}) ran before a reboot",
+                holder.pid
+            ));
         }
         return match file.try_lock_shared() {
             Ok(()) => {
@@ -195,7 +222,10 @@ pub fn liveness(spool: &Spool, token: &str, lease: Duration) -> Liveness {
             Err(TryLockError::Error(_)) => Liveness::Alive(holder),
         };
     }
-    let touched = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let touched = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let age = clock::now().duration_since(touched).unwrap_or_default();
     if age > lease {
         Liveness::Dead(format!(
@@ -237,7 +267,13 @@ impl Claim {
     /// Claims the entry `name` found at `place` in `queue` for `token`, then
     /// opens and decodes it. An undecodable or unreadable entry is moved to
     /// bad/ with the reason and reported as such.
-    pub fn take(spool: &Spool, queue: &Queue, name: &FileName, place: Place, token: &str) -> Result<Claimed> {
+    pub fn take(
+        spool: &Spool,
+        queue: &Queue,
+        name: &FileName,
+        place: Place,
+        token: &str,
+    ) -> Result<Claimed> {
         let from = queue.found_path(name, place);
         let claimed = FileName::claimed(name.id, token);
         let bucket = queue.ensure_bucket(name.id.bucket())?;
@@ -246,13 +282,23 @@ impl Claim {
             if e.kind() == std::io::ErrorKind::NotFound {
                 return Ok(Claimed::Lost);
             }
-            return Err(Error::io(format_args!("cannot claim {} as", from.display()), &to, e));
+            return Err(Error::io(
+                format_args!("cannot claim {} as", from.display()),
+                &to,
+                e,
+            ));
         }
         Claim::open(spool, queue, name.id, token, to)
     }
 
     /// Opens a file this token already holds (after a claim or a takeover).
-    pub fn open(spool: &Spool, queue: &Queue, id: EntryId, token: &str, path: PathBuf) -> Result<Claimed> {
+    pub fn open(
+        spool: &Spool,
+        queue: &Queue,
+        id: EntryId,
+        token: &str,
+        path: PathBuf,
+    ) -> Result<Claimed> {
         let bytes = match fsx::read_entry_file(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::Permission => {
@@ -318,7 +364,13 @@ impl Claim {
     /// Puts it back as queued without rewriting it (its last saved progress stands).
     pub fn release_unsaved(self, due: Option<u64>) -> Result<()> {
         let to = self.queue.path(&FileName::deferred(self.id, due));
-        fs::rename(&self.path, &to).map_err(|e| Error::io(format_args!("cannot release {} as", self.path.display()), &to, e))?;
+        fs::rename(&self.path, &to).map_err(|e| {
+            Error::io(
+                format_args!("cannot release {} as", self.path.display()),
+                &to,
+                e,
+            )
+        })?;
         // Not synced either: a lost release leaves a claim of a dead runner, recovered later.
         Ok(())
     }
@@ -334,7 +386,13 @@ impl Claim {
         };
         dest.ensure_bucket(self.id.bucket())?;
         let to = dest.path(&name);
-        fs::rename(&self.path, &to).map_err(|e| Error::io(format_args!("cannot move {} to", self.path.display()), &to, e))?;
+        fs::rename(&self.path, &to).map_err(|e| {
+            Error::io(
+                format_args!("cannot move {} to", self.path.display()),
+                &to,
+                e,
+            )
+        })?;
         if let Some(dir) = to.parent() {
             fsx::sync_dir(dir)?;
         }
@@ -350,7 +408,10 @@ impl Claim {
             from_queue: self.queue.name().to_string(),
             extra: Default::default(),
         });
-        self.entry.note(now, format!("quarantined in {dest} from {}: {reason}", self.queue.name()));
+        self.entry.note(
+            now,
+            format!("quarantined in {dest} from {}: {reason}", self.queue.name()),
+        );
         let dest = spool.queue_named(dest)?;
         self.move_to(&dest, State::Preserved, None)
     }
@@ -362,13 +423,26 @@ impl Claim {
 /// untouched in `original` and the reason in its quarantine record; the wrapper
 /// is written in full before the claimed file is removed. A file that cannot
 /// even be read is renamed as it is; its reason is that it cannot be read.
-fn quarantine_raw(spool: &Spool, queue: &Queue, id: EntryId, path: &Path, bytes: Option<Vec<u8>>, reason: &str) -> Result<()> {
+fn quarantine_raw(
+    spool: &Spool,
+    queue: &Queue,
+    id: EntryId,
+    path: &Path,
+    bytes: Option<Vec<u8>>,
+    reason: &str,
+) -> Result<()> {
     let bad = spool.queue_named(queues::BAD)?;
     let bucket = bad.ensure_bucket(id.bucket())?;
     let dest = bad.path(&FileName::preserved(id));
     match bytes {
         None => {
-            fs::rename(path, &dest).map_err(|e| Error::io(format_args!("cannot quarantine {} as", path.display()), &dest, e))?;
+            fs::rename(path, &dest).map_err(|e| {
+                Error::io(
+                    format_args!("cannot quarantine {} as", path.display()),
+                    &dest,
+                    e,
+                )
+            })?;
         }
         Some(raw) => {
             let now = clock::now_secs();
@@ -380,7 +454,10 @@ fn quarantine_raw(spool: &Spool, queue: &Queue, id: EntryId, path: &Path, bytes:
                 from_queue: queue.name().to_string(),
                 extra: Default::default(),
             });
-            w.note(now, format!("quarantined in bad from {}: {reason}", queue.name()));
+            w.note(
+                now,
+                format!("quarantined in bad from {}: {reason}", queue.name()),
+            );
             w.original = Some(serde_bytes::ByteBuf::from(raw));
             let tmp = bucket.join(FileName::writing(id, Some("q")).to_string());
             fsx::write_and_rename(&tmp, &dest, &w.encode()?, true)?;

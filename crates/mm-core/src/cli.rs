@@ -61,7 +61,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return e.kind().exit_code();
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            return Error::io("", std::path::Path::new(""), std::io::Error::from(e.kind())).kind().exit_code();
+            return Error::io("", std::path::Path::new(""), std::io::Error::from(e.kind()))
+                .kind()
+                .exit_code();
         }
     }
     exit::SOFTWARE
@@ -69,7 +71,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             || c.downcast_ref::<Error>()
                 .and_then(|e| e.io_error())
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
@@ -82,9 +85,18 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;
-            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return ExitCode::from(if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand { exit::USAGE } else { 0 });
+                return ExitCode::from(
+                    if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                        exit::USAGE
+                    } else {
+                        0
+                    },
+                );
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("usage error");
@@ -105,7 +117,10 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
 
 /// Folds a message onto one line.
 pub fn one_line(s: &str) -> String {
-    s.split(['\n', '\r']).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+    s.split(['\n', '\r'])
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 #[cfg(test)]

@@ -20,7 +20,11 @@ fn offset() -> i64 {
 
 fn pinned() -> Option<u64> {
     static PINNED: OnceLock<Option<u64>> = OnceLock::new();
-    *PINNED.get_or_init(|| std::env::var("MM_TEST_NOW").ok().and_then(|v| v.parse().ok()))
+    *PINNED.get_or_init(|| {
+        std::env::var("MM_TEST_NOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 /// The current time.
@@ -40,7 +44,9 @@ pub fn now() -> SystemTime {
 
 /// Seconds since the Unix epoch.
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The current time in seconds since the Unix epoch.

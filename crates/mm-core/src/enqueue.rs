@@ -45,7 +45,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_size: 32 << 20, max_rcpts: 10_000, max_meta: 64 << 10, min_free: 64 << 20 }
+        Limits {
+            max_size: 32 << 20,
+            max_rcpts: 10_000,
+            max_meta: 64 << 10,
+            min_free: 64 << 20,
+        }
     }
 }
 
@@ -75,7 +80,11 @@ impl Submission {
         if self.recipients.len() > limits.max_rcpts {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("{} recipients; at most {} allowed (--max-rcpts)", self.recipients.len(), limits.max_rcpts),
+                format!(
+                    "{} recipients; at most {} allowed (--max-rcpts)",
+                    self.recipients.len(),
+                    limits.max_rcpts
+                ),
             ));
         }
         for r in &mut self.recipients {
@@ -84,7 +93,11 @@ impl Submission {
         if self.message.len() as u64 > limits.max_size {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("message of {} bytes exceeds the limit of {} bytes (--max-size)", self.message.len(), limits.max_size),
+                format!(
+                    "message of {} bytes exceeds the limit of {} bytes (--max-size)",
+                    self.message.len(),
+                    limits.max_size
+                ),
             ));
         }
         let mut meta = 0;
@@ -95,14 +108,20 @@ impl Submission {
         for (k, v) in &self.kv {
             check_word("metadata key", k)?;
             if v.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(Error::new(ErrorKind::Invalid, format!("metadata value of {k} contains a control character")));
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("metadata value of {k} contains a control character"),
+                ));
             }
             meta += k.len() + v.len();
         }
         if meta > limits.max_meta {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("{meta} bytes of metadata exceed the limit of {} (--max-meta)", limits.max_meta),
+                format!(
+                    "{meta} bytes of metadata exceed the limit of {} (--max-meta)",
+                    limits.max_meta
+                ),
             ));
         }
         Ok(())
@@ -112,11 +131,15 @@ impl Submission {
 fn check_word(what: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+@".contains(&c));
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-+@".contains(&c));
     if ok {
         Ok(())
     } else {
-        Err(Error::new(ErrorKind::Invalid, format!("bad {what} {s:?}: want [A-Za-z0-9._+@-], at most 128")))
+        Err(Error::new(
+            ErrorKind::Invalid,
+            format!("bad {what} {s:?}: want [A-Za-z0-9._+@-], at most 128"),
+        ))
     }
 }
 
@@ -142,7 +165,14 @@ impl Enqueuer {
     /// durable on its own: `fsync` of the file and of its directory.
     pub fn new(spool: &Spool, queue: Queue, limits: Limits) -> Result<Enqueuer> {
         fsx::create_dir(queue.dir())?;
-        Ok(Enqueuer { spool: spool.clone(), queue, limits, pending: Vec::new(), pending_bytes: 0, group: false })
+        Ok(Enqueuer {
+            spool: spool.clone(),
+            queue,
+            limits,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            group: false,
+        })
     }
 
     /// An enqueuer that commits entries in groups with `syncfs(2)`: for bulk loads.
@@ -174,10 +204,27 @@ impl Enqueuer {
     pub fn add(&mut self, mut sub: Submission) -> Result<EntryId> {
         sub.validate(&self.limits)?;
         self.check_space(sub.message.len() as u64)?;
-        let micros = clock::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let micros = clock::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         let rcpts = sub.recipients.join("\n");
-        let id = EntryId::generate(micros, &[&sub.message, sub.sender.as_bytes(), rcpts.as_bytes(), sub.list.as_deref().unwrap_or("").as_bytes()]);
-        let mut entry = Entry::new(&id, &sub.sender, &sub.recipients, sub.message, self.queue.name().as_str());
+        let id = EntryId::generate(
+            micros,
+            &[
+                &sub.message,
+                sub.sender.as_bytes(),
+                rcpts.as_bytes(),
+                sub.list.as_deref().unwrap_or("").as_bytes(),
+            ],
+        );
+        let mut entry = Entry::new(
+            &id,
+            &sub.sender,
+            &sub.recipients,
+            sub.message,
+            self.queue.name().as_str(),
+        );
         entry.meta.list = sub.list;
         entry.meta.kv = sub.kv;
         let bytes = entry.encode()?;
@@ -186,7 +233,12 @@ impl Enqueuer {
         let dest = bucket.join(FileName::queued(id).to_string());
         write_tmp(&tmp, &bytes, !self.group)?;
         self.pending_bytes += bytes.len() as u64;
-        self.pending.push(Pending { id, tmp, dest, renamed: false });
+        self.pending.push(Pending {
+            id,
+            tmp,
+            dest,
+            renamed: false,
+        });
         Ok(id)
     }
 
@@ -250,12 +302,18 @@ fn commit(queue: &Queue, mut pending: Vec<Pending>, group: bool) -> Result<Vec<E
             syncfs(queue.dir())?;
         }
         for p in &mut pending {
-            std::fs::rename(&p.tmp, &p.dest)
-                .map_err(|e| Error::io(format_args!("cannot rename {} to", p.tmp.display()), &p.dest, e))?;
+            std::fs::rename(&p.tmp, &p.dest).map_err(|e| {
+                Error::io(
+                    format_args!("cannot rename {} to", p.tmp.display()),
+                    &p.dest,
+                    e,
+                )
+            })?;
             p.renamed = true;
         }
         if single {
-            let mut dirs: Vec<&std::path::Path> = pending.iter().filter_map(|p| p.dest.parent()).collect();
+            let mut dirs: Vec<&std::path::Path> =
+                pending.iter().filter_map(|p| p.dest.parent()).collect();
             dirs.dedup();
             dirs.iter().try_for_each(|d| fsx::sync_dir(d))
         } else {
@@ -278,5 +336,7 @@ pub fn enqueue(spool: &Spool, queue: Queue, limits: Limits, sub: Submission) -> 
     let mut q = Enqueuer::new(spool, queue, limits)?;
     q.add(sub)?;
     let ids = q.commit()?;
-    ids.into_iter().next().ok_or_else(|| Error::new(ErrorKind::Internal, "commit returned no id"))
+    ids.into_iter()
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "commit returned no id"))
 }

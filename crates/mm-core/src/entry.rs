@@ -170,7 +170,13 @@ struct Head {
 
 impl Entry {
     /// A new entry with every recipient pending.
-    pub fn new(id: &crate::EntryId, sender: &str, recipients: &[String], message: Vec<u8>, queue: &str) -> Entry {
+    pub fn new(
+        id: &crate::EntryId,
+        sender: &str,
+        recipients: &[String],
+        message: Vec<u8>,
+        queue: &str,
+    ) -> Entry {
         Entry {
             format: FORMAT,
             id: id.to_string(),
@@ -187,7 +193,11 @@ impl Entry {
                 })
                 .collect(),
             message,
-            meta: Meta { queue: queue.to_string(), received: id.secs(), ..Meta::default() },
+            meta: Meta {
+                queue: queue.to_string(),
+                received: id.secs(),
+                ..Meta::default()
+            },
             original: None,
             extra: Extra::new(),
         }
@@ -195,8 +205,12 @@ impl Entry {
 
     /// Encodes in named form.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        rmp_serde::to_vec_named(self)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode entry {}: {e}", self.id)))
+        rmp_serde::to_vec_named(self).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot encode entry {}: {e}", self.id),
+            )
+        })
     }
 
     /// Decodes, refusing an empty buffer, garbage and a newer format.
@@ -210,19 +224,27 @@ impl Entry {
             Ok(e) => Ok(e),
             Err(err) => match rmp_serde::from_slice::<Head>(bytes) {
                 Ok(h) if h.format > FORMAT => Err(newer(h.format)),
-                _ => Err(Error::new(ErrorKind::Corrupt, format!("undecodable: {err}"))),
+                _ => Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("undecodable: {err}"),
+                )),
             },
         }
     }
 
     /// The recipients still to deliver to.
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
-        self.recipients.iter().filter(|r| r.state == RcptState::Pending)
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Pending)
     }
 
     /// Appends a history line.
     pub fn note(&mut self, at: u64, what: impl Into<String>) {
-        self.meta.history.push(Event { at, what: what.into() });
+        self.meta.history.push(Event {
+            at,
+            what: what.into(),
+        });
     }
 
     /// The reason shown for this entry: quarantine reason, else the last error.
@@ -249,8 +271,18 @@ mod tests {
 
     fn sample() -> Entry {
         let id = EntryId::from_parts(1_764_004_260_000_001, [7; 20]);
-        let msg: Vec<u8> = b"Subject: x\n\n.\nbare LF\r\nNUL\0 8bit \xff\xfe\n".iter().copied().chain(std::iter::repeat_n(b'a', 5000)).collect();
-        Entry::new(&id, "", &["a@example.org".into(), "b@example.net".into()], msg, "in")
+        let msg: Vec<u8> = b"Subject: x\n\n.\nbare LF\r\nNUL\0 8bit \xff\xfe\n"
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(b'a', 5000))
+            .collect();
+        Entry::new(
+            &id,
+            "",
+            &["a@example.org".into(), "b@example.net".into()],
+            msg,
+            "in",
+        )
     }
 
     #[test]
@@ -273,7 +305,9 @@ mod tests {
         // An entry written by a later version with fields at three levels.
         let bytes = sample().encode().unwrap();
         let v: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
-        let rmpv::Value::Map(mut top) = v else { panic!("not a map") };
+        let rmpv::Value::Map(mut top) = v else {
+            panic!("not a map")
+        };
         top.push(("priority".into(), 7.into()));
         for (k, val) in top.iter_mut() {
             if k.as_str() == Some("meta") {
@@ -295,14 +329,25 @@ mod tests {
         e.meta.attempts += 1;
         let again = Entry::decode(&e.encode().unwrap()).unwrap();
         assert_eq!(again.extra.get("priority"), Some(&rmpv::Value::from(7)));
-        assert_eq!(again.meta.extra.get("dkim"), Some(&rmpv::Value::from("signed")));
-        assert_eq!(again.recipients[0].extra.get("notify"), Some(&rmpv::Value::from("never")));
+        assert_eq!(
+            again.meta.extra.get("dkim"),
+            Some(&rmpv::Value::from("signed"))
+        );
+        assert_eq!(
+            again.recipients[0].extra.get("notify"),
+            Some(&rmpv::Value::from("never"))
+        );
         assert_eq!(again.meta.attempts, 1);
     }
 
     #[test]
     fn corrupt_and_future_entries_are_refused_with_a_reason() {
-        assert!(Entry::decode(b"").unwrap_err().to_string().contains("empty"));
+        assert!(
+            Entry::decode(b"")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         let full = sample().encode().unwrap();
         let e = Entry::decode(&full[..full.len() / 2]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);

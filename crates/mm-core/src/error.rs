@@ -82,7 +82,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An I/O error on `path`, doing `what` ("cannot create", "cannot rename ..."), classified
@@ -119,7 +123,9 @@ impl Error {
 
     /// Whether the underlying cause is "no such file" (a lost claim race, for instance).
     pub fn is_not_found(&self) -> bool {
-        self.source.as_ref().is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+        self.source
+            .as_ref()
+            .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
             || (self.source.is_none() && self.kind == ErrorKind::NotFound)
     }
 }
@@ -147,10 +153,12 @@ fn strip_os_error(e: &io::Error) -> String {
 impl std::error::Error for Error {}
 
 /// Shorthand for `Error::io` in `map_err`.
-pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> Error + 'a {
     move |e| Error::io(what, path, e)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -167,10 +175,18 @@ mod tests {
     #[test]
     fn io_errors_are_classified_by_errno() {
         let p = Path::new("/x");
-        let e = Error::io("cannot write", p, io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = Error::io(
+            "cannot write",
+            p,
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
         assert_eq!(e.kind(), ErrorKind::Temporary);
         assert_eq!(e.to_string(), "cannot write /x: No space left on device");
-        let e = Error::io("cannot write", p, io::Error::from_raw_os_error(libc::EACCES));
+        let e = Error::io(
+            "cannot write",
+            p,
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
         assert_eq!(e.kind(), ErrorKind::Permission);
     }
 }

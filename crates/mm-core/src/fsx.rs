@@ -52,7 +52,8 @@ pub fn create_dir(path: &Path) -> Result<()> {
 /// `fsync` a directory, making the renames and unlinks in it durable.
 pub fn sync_dir(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(io_err("cannot open directory", path))?;
-    dir.sync_all().map_err(io_err("cannot sync directory", path))
+    dir.sync_all()
+        .map_err(io_err("cannot sync directory", path))
 }
 
 /// Creates `path` exclusively (never an existing file, never through a link)
@@ -98,7 +99,8 @@ pub fn read_entry_file(path: &Path) -> Result<Vec<u8>> {
         ));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut buf).map_err(io_err("cannot read", path))?;
+    f.read_to_end(&mut buf)
+        .map_err(io_err("cannot read", path))?;
     Ok(buf)
 }
 
@@ -114,7 +116,8 @@ pub fn write_and_rename(tmp: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Re
             f.sync_data().map_err(io_err("cannot sync", tmp))?;
         }
         drop(f);
-        fs::rename(tmp, dest).map_err(|e| Error::io(format_args!("cannot rename {} to", tmp.display()), dest, e))
+        fs::rename(tmp, dest)
+            .map_err(|e| Error::io(format_args!("cannot rename {} to", tmp.display()), dest, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(tmp);

@@ -49,7 +49,10 @@ impl EntryId {
         h.update(micros.to_le_bytes());
         h.update(std::process::id().to_le_bytes());
         h.update(crate::fsx::random_bytes());
-        EntryId { micros, hash: h.finalize().into() }
+        EntryId {
+            micros,
+            hash: h.finalize().into(),
+        }
     }
 
     /// An id from its parts (tests, fixtures).
@@ -101,7 +104,10 @@ fn parse_id(b: &[u8]) -> Option<EntryId> {
     for (i, out) in hash.iter_mut().enumerate() {
         *out = hex(b[18 + 2 * i])? << 4 | hex(b[19 + 2 * i])?;
     }
-    Some(EntryId { micros: secs * 1_000_000 + us, hash })
+    Some(EntryId {
+        micros: secs * 1_000_000 + us,
+        hash,
+    })
 }
 
 fn digits(b: &[u8]) -> Option<u64> {
@@ -125,7 +131,12 @@ fn hex(c: u8) -> Option<u8> {
 
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:010}.{:06}+", self.micros / 1_000_000, self.micros % 1_000_000)?;
+        write!(
+            f,
+            "{:010}.{:06}+",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )?;
         for b in self.hash {
             write!(f, "{b:02x}")?;
         }
@@ -197,27 +208,52 @@ pub struct FileName {
 impl FileName {
     /// A queued, due-now name.
     pub fn queued(id: EntryId) -> FileName {
-        FileName { id, state: State::Queued, due: None, holder: None }
+        FileName {
+            id,
+            state: State::Queued,
+            due: None,
+            holder: None,
+        }
     }
 
     /// A queued name due at `due` (`None`: now).
     pub fn deferred(id: EntryId, due: Option<u64>) -> FileName {
-        FileName { id, state: State::Queued, due, holder: None }
+        FileName {
+            id,
+            state: State::Queued,
+            due,
+            holder: None,
+        }
     }
 
     /// A claimed name held by `token`.
     pub fn claimed(id: EntryId, token: &str) -> FileName {
-        FileName { id, state: State::Claimed, due: None, holder: Some(token.to_string()) }
+        FileName {
+            id,
+            state: State::Claimed,
+            due: None,
+            holder: Some(token.to_string()),
+        }
     }
 
     /// A quarantined name.
     pub fn preserved(id: EntryId) -> FileName {
-        FileName { id, state: State::Preserved, due: None, holder: None }
+        FileName {
+            id,
+            state: State::Preserved,
+            due: None,
+            holder: None,
+        }
     }
 
     /// A temporary name, for mm-enqueue (`holder` None) or a runner's rewrite.
     pub fn writing(id: EntryId, holder: Option<&str>) -> FileName {
-        FileName { id, state: State::Writing, due: None, holder: holder.map(str::to_string) }
+        FileName {
+            id,
+            state: State::Writing,
+            due: None,
+            holder: holder.map(str::to_string),
+        }
     }
 
     /// Parses a directory entry's name; `None` for anything foreign.
@@ -238,10 +274,17 @@ impl FileName {
             b"psv" => State::Preserved,
             _ => return None,
         };
-        let mut f = FileName { id, state, due: None, holder: None };
+        let mut f = FileName {
+            id,
+            state,
+            due: None,
+            holder: None,
+        };
         match (state, mid) {
             (_, None) if state != State::Claimed => {}
-            (State::Queued, Some(m)) => f.due = Some(digits(m).filter(|_| !m.is_empty() && m.len() <= 12)?),
+            (State::Queued, Some(m)) => {
+                f.due = Some(digits(m).filter(|_| !m.is_empty() && m.len() <= 12)?)
+            }
             (State::Claimed | State::Writing, Some(m)) if is_token(m) => {
                 f.holder = Some(String::from_utf8(m.to_vec()).ok()?);
             }
@@ -253,7 +296,10 @@ impl FileName {
 
 /// A runner token: 1 to 32 characters of `[0-9a-z-]`.
 pub fn is_token(m: &[u8]) -> bool {
-    !m.is_empty() && m.len() <= 32 && m.iter().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || *c == b'-')
+    !m.is_empty()
+        && m.len() <= 32
+        && m.iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || *c == b'-')
 }
 
 impl fmt::Display for FileName {
@@ -289,8 +335,13 @@ mod tests {
 
     #[test]
     fn hostile_ids_are_refused() {
-        for bad in ["", "../../etc/passwd", &format!("1764004260.123456+{}", "AB".repeat(20)),
-                    &format!("1764004260.123456+{}/", "ab".repeat(20)), &format!("1764004260.123456+{}\0", "a".repeat(39))] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            &format!("1764004260.123456+{}", "AB".repeat(20)),
+            &format!("1764004260.123456+{}/", "ab".repeat(20)),
+            &format!("1764004260.123456+{}\0", "a".repeat(39)),
+        ] {
             assert!(EntryId::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -313,8 +364,14 @@ mod tests {
     #[test]
     fn foreign_names_are_not_entries() {
         let base = id().to_string();
-        for bad in [format!("{base}.bak"), format!("{base}.x.pck"), format!("{base}.pck~"),
-                    format!("{base}.Tok.bak"), "README".into(), format!("{base}..pck")] {
+        for bad in [
+            format!("{base}.bak"),
+            format!("{base}.x.pck"),
+            format!("{base}.pck~"),
+            format!("{base}.Tok.bak"),
+            "README".into(),
+            format!("{base}..pck"),
+        ] {
             assert_eq!(FileName::parse(bad.as_bytes()), None, "{bad}");
         }
     }

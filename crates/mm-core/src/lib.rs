@@ -31,17 +31,21 @@
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod claim;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod claim;
 pub mod clock;
 pub mod delivery;
 pub mod enqueue;
 pub mod entry;
 pub mod error;
 pub mod fsx;
-pub mod report;
 pub mod id;
+pub mod pipeline;
+pub mod recover;
+pub mod report;
+pub mod retry;
+pub mod runner;
 pub mod scan;
 pub mod slice;
 pub mod spool;

@@ -55,7 +55,11 @@ impl QueueSummary {
 
 /// Counts the entries of `queue` (within `slice`) at time `now`.
 pub fn summarize(queue: &Queue, slice: Slice, now: u64) -> crate::Result<QueueSummary> {
-    let mut s = QueueSummary { schema: SCHEMA, queue: queue.name().to_string(), ..Default::default() };
+    let mut s = QueueSummary {
+        schema: SCHEMA,
+        queue: queue.name().to_string(),
+        ..Default::default()
+    };
     queue.scan_with(slice, true, &mut |item| match item {
         Item::Entry { name, size, .. } => {
             match name.state {
@@ -103,10 +107,11 @@ pub struct HolderView {
 
 /// Looks up the holder of a claim.
 pub fn holder_view(spool: &Spool, token: &str) -> HolderView {
-    let (h, alive, why): (Option<Holder>, bool, Option<String>) = match claim::liveness(spool, token, claim::DEFAULT_LEASE) {
-        Liveness::Alive(h) => (Some(h), true, None),
-        Liveness::Dead(why) => (None, false, Some(why)),
-    };
+    let (h, alive, why): (Option<Holder>, bool, Option<String>) =
+        match claim::liveness(spool, token, claim::DEFAULT_LEASE) {
+            Liveness::Alive(h) => (Some(h), true, None),
+            Liveness::Dead(why) => (None, false, Some(why)),
+        };
     HolderView {
         token: token.to_string(),
         host: h.as_ref().map(|h| h.host.clone()),
@@ -231,7 +236,11 @@ pub fn view(
         recoveries: None,
         stage: None,
         slice: None,
-        claim_holder: name.holder.as_deref().filter(|_| name.state == State::Claimed).map(|t| holder_view(spool, t)),
+        claim_holder: name
+            .holder
+            .as_deref()
+            .filter(|_| name.state == State::Claimed)
+            .map(|t| holder_view(spool, t)),
         quarantine: None,
         meta: None,
         recipients: None,
@@ -267,7 +276,13 @@ pub fn view(
                         })
                         .collect(),
                 );
-                v.history = Some(e.meta.history.iter().map(|h| format!("{} {}", clock::rfc3339(h.at), h.what)).collect());
+                v.history = Some(
+                    e.meta
+                        .history
+                        .iter()
+                        .map(|h| format!("{} {}", clock::rfc3339(h.at), h.what))
+                        .collect(),
+                );
             }
         }
         Err(why) => {
@@ -281,7 +296,10 @@ pub fn view(
 /// Reads and decodes the entry at `path` for display (never modifies it).
 pub fn read_for_view(path: &Path) -> (u64, Result<Entry, String>) {
     match crate::fsx::read_entry_file(path) {
-        Ok(bytes) => (bytes.len() as u64, Entry::decode(&bytes).map_err(|e| e.to_string())),
+        Ok(bytes) => (
+            bytes.len() as u64,
+            Entry::decode(&bytes).map_err(|e| e.to_string()),
+        ),
         Err(e) => (0, Err(e.to_string())),
     }
 }
@@ -291,8 +309,13 @@ pub fn locate(spool: &Spool, id: crate::EntryId) -> crate::Result<Vec<(Queue, Fi
     let mut out = Vec::new();
     let prefix = id.to_string();
     for q in spool.queues()? {
-        for (dir, place) in [(q.bucket_dir(id.bucket()), Place::Bucket(id.bucket())), (q.dir().to_path_buf(), Place::DropIn)] {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for (dir, place) in [
+            (q.bucket_dir(id.bucket()), Place::Bucket(id.bucket())),
+            (q.dir().to_path_buf(), Place::DropIn),
+        ] {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for de in rd.flatten() {
                 let n = de.file_name();
                 let Some(s) = n.to_str() else { continue };

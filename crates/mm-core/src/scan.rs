@@ -88,7 +88,11 @@ impl Queue {
                     continue;
                 }
             }
-            let size = if sizes { de.metadata().ok().map(|m| m.len()) } else { None };
+            let size = if sizes {
+                de.metadata().ok().map(|m| m.len())
+            } else {
+                None
+            };
             self.classify(&fname, ft, Place::DropIn, slice, size, f);
         }
         for b in slice.buckets() {
@@ -103,15 +107,34 @@ impl Queue {
             };
             for de in rd {
                 let de = de.map_err(|e| Error::io("cannot list", &dir, e))?;
-                let size = if sizes { de.metadata().ok().map(|m| m.len()) } else { None };
-                self.classify(&de.file_name(), de.file_type().ok(), Place::Bucket(b), slice, size, f);
+                let size = if sizes {
+                    de.metadata().ok().map(|m| m.len())
+                } else {
+                    None
+                };
+                self.classify(
+                    &de.file_name(),
+                    de.file_type().ok(),
+                    Place::Bucket(b),
+                    slice,
+                    size,
+                    f,
+                );
             }
         }
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn classify(&self, fname: &OsStr, ft: Option<FileType>, place: Place, slice: Slice, size: Option<u64>, f: &mut dyn FnMut(Item)) {
+    fn classify(
+        &self,
+        fname: &OsStr,
+        ft: Option<FileType>,
+        place: Place,
+        slice: Slice,
+        size: Option<u64>,
+        f: &mut dyn FnMut(Item),
+    ) {
         match FileName::parse(fname.as_bytes()) {
             Some(name) => {
                 if !slice.contains(name.id.hash_prefix()) {
@@ -121,13 +144,19 @@ impl Queue {
                     f(Item::Entry { name, place, size });
                 } else {
                     let path = self.found_path(&name, place);
-                    f(Item::Foreign { path, why: "an entry name on something that is not a regular file" });
+                    f(Item::Foreign {
+                        path,
+                        why: "an entry name on something that is not a regular file",
+                    });
                 }
             }
             None if slice.is_all() || place == Place::DropIn => {
                 let mut path = self.place_dir(place);
                 path.push(fname);
-                f(Item::Foreign { path, why: "not an entry name" });
+                f(Item::Foreign {
+                    path,
+                    why: "not an entry name",
+                });
             }
             None => {}
         }

@@ -35,7 +35,9 @@ impl Slice {
         if n == 0 || n > MAX_SLICES || k == 0 || k > n {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("bad slice {k}/{n}: want K/N with 1 <= K <= N <= {MAX_SLICES} (slices are numbered from 1)"),
+                format!(
+                    "bad slice {k}/{n}: want K/N with 1 <= K <= N <= {MAX_SLICES} (slices are numbered from 1)"
+                ),
             ));
         }
         Ok(Slice { k, n })
@@ -88,7 +90,12 @@ impl fmt::Display for Slice {
 impl FromStr for Slice {
     type Err = Error;
     fn from_str(s: &str) -> Result<Slice> {
-        let bad = || Error::new(ErrorKind::Invalid, format!("bad slice {s:?}: want K/N, e.g. 2/4"));
+        let bad = || {
+            Error::new(
+                ErrorKind::Invalid,
+                format!("bad slice {s:?}: want K/N, e.g. 2/4"),
+            )
+        };
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let k = k.parse().map_err(|_| bad())?;
         let n = n.parse().map_err(|_| bad())?;
@@ -123,10 +130,15 @@ mod tests {
                 }
             }
             for &p in &all {
-                let owners: Vec<u32> = (1..=n).filter(|&k| Slice::new(k, n).unwrap().contains(p)).collect();
+                let owners: Vec<u32> = (1..=n)
+                    .filter(|&k| Slice::new(k, n).unwrap().contains(p))
+                    .collect();
                 assert_eq!(owners.len(), 1, "prefix {p:#x} n={n} owners={owners:?}");
                 let s = Slice::new(owners[0], n).unwrap();
-                assert!(s.buckets().contains(&((p >> 56) as u8)), "bucket of {p:#x} not listed for {s}");
+                assert!(
+                    s.buckets().contains(&((p >> 56) as u8)),
+                    "bucket of {p:#x} not listed for {s}"
+                );
                 assert!(u128::from(p) >= s.lo() && u128::from(p) < s.hi());
             }
         }

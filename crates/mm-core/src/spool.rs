@@ -37,7 +37,8 @@ impl QueueName {
         let ok = !b.is_empty()
             && b.len() <= 32
             && b[0].is_ascii_lowercase()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
         if ok {
             Ok(QueueName(s.to_string()))
         } else {
@@ -93,7 +94,10 @@ impl Spool {
         let root = root.into();
         match std::fs::metadata(&root) {
             Ok(m) if m.is_dir() => Ok(Spool { root }),
-            Ok(_) => Err(Error::new(ErrorKind::Config, format!("spool {} is not a directory", root.display()))),
+            Ok(_) => Err(Error::new(
+                ErrorKind::Config,
+                format!("spool {} is not a directory", root.display()),
+            )),
             Err(e) => Err(Error::io("cannot use spool", &root, e).with_kind(ErrorKind::Temporary)),
         }
     }
@@ -116,7 +120,10 @@ impl Spool {
 
     /// A queue of this spool (its directory need not exist yet).
     pub fn queue(&self, name: &QueueName) -> Queue {
-        Queue { name: name.clone(), dir: self.root.join(name.as_str()) }
+        Queue {
+            name: name.clone(),
+            dir: self.root.join(name.as_str()),
+        }
     }
 
     /// A queue by a name typed by a user.
@@ -127,9 +134,12 @@ impl Spool {
     /// The queues that exist, by name.
     pub fn queues(&self) -> Result<Vec<Queue>> {
         let mut out = Vec::new();
-        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::io("cannot list spool", &self.root, e))?;
+        let rd = std::fs::read_dir(&self.root)
+            .map_err(|e| Error::io("cannot list spool", &self.root, e))?;
         for de in rd.flatten() {
-            let Some(name) = de.file_name().to_str().and_then(|s| QueueName::new(s).ok()) else { continue };
+            let Some(name) = de.file_name().to_str().and_then(|s| QueueName::new(s).ok()) else {
+                continue;
+            };
             if de.file_type().is_ok_and(|t| t.is_dir()) {
                 out.push(self.queue(&name));
             }
@@ -196,7 +206,17 @@ mod tests {
         for ok in ["in", "out", "bad", "retry-2", "a"] {
             QueueName::new(ok).unwrap();
         }
-        for bad in ["", "..", "a/b", "In", "1st", "a b", "a\0", "-x", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "In",
+            "1st",
+            "a b",
+            "a\0",
+            "-x",
+            &"x".repeat(33),
+        ] {
             assert!(QueueName::new(bad).is_err(), "{bad:?}");
         }
     }

@@ -46,7 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     for arg in &cli.entries {
         let (path, name, queue) = resolve(&cli, arg)?;
         let bytes = mm_core::fsx::read_entry_file(&path)?;
-        let entry = Entry::decode(&bytes).map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let entry = Entry::decode(&bytes)
+            .map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if cli.raw {
             match &entry.original {
                 Some(orig) if entry.message.is_empty() => out.write_all(orig)?,
@@ -56,16 +57,39 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         let spool = mm_core::Spool::open(&cli.spool.spool).ok();
         let v = match (&spool, &name) {
-            (Some(s), Some(n)) => report::view(s, &queue, n, &path, bytes.len() as u64, Ok(&entry), now, true),
+            (Some(s), Some(n)) => report::view(
+                s,
+                &queue,
+                n,
+                &path,
+                bytes.len() as u64,
+                Ok(&entry),
+                now,
+                true,
+            ),
             _ => {
                 let fallback = mm_core::Spool::open(path.parent().unwrap_or(Path::new("/")))?;
-                let n = name.clone().unwrap_or_else(|| FileName::queued(EntryId::parse(&entry.id).unwrap_or(EntryId::from_parts(0, [0; 20]))));
-                report::view(&fallback, &queue, &n, &path, bytes.len() as u64, Ok(&entry), now, true)
+                let n = name.clone().unwrap_or_else(|| {
+                    FileName::queued(
+                        EntryId::parse(&entry.id).unwrap_or(EntryId::from_parts(0, [0; 20])),
+                    )
+                });
+                report::view(
+                    &fallback,
+                    &queue,
+                    &n,
+                    &path,
+                    bytes.len() as u64,
+                    Ok(&entry),
+                    now,
+                    true,
+                )
             }
         };
         if cli.json {
             let mut obj = serde_json::to_value(&v)?;
-            obj["message"] = serde_json::Value::String(String::from_utf8_lossy(&entry.message).into_owned());
+            obj["message"] =
+                serde_json::Value::String(String::from_utf8_lossy(&entry.message).into_owned());
             obj["message_size"] = serde_json::Value::from(entry.message.len());
             if let Some(orig) = &entry.original {
                 obj["original_size"] = serde_json::Value::from(orig.len());
@@ -90,15 +114,26 @@ fn resolve(cli: &Cli, arg: &str) -> anyhow::Result<(PathBuf, Option<FileName>, S
         let spool = cli.spool.open()?;
         let found = report::locate(&spool, id)?;
         let Some((q, name, place)) = found.into_iter().next() else {
-            return Err(Error::new(ErrorKind::NotFound, format!("no entry {id} in spool {}", spool.root().display())).into());
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no entry {id} in spool {}", spool.root().display()),
+            )
+            .into());
         };
         return Ok((q.found_path(&name, place), Some(name), q.name().to_string()));
     }
     let path = PathBuf::from(arg);
     if !path.exists() && !arg.contains('/') {
-        return Err(Error::new(ErrorKind::NotFound, format!("{arg:?} is neither an entry id nor a file")).into());
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{arg:?} is neither an entry id nor a file"),
+        )
+        .into());
     }
-    let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| FileName::parse(n.as_bytes()));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| FileName::parse(n.as_bytes()));
     // The queue is the directory above the bucket (or the drop-in's own directory).
     let queue = path
         .ancestors()
@@ -111,7 +146,9 @@ fn resolve(cli: &Cli, arg: &str) -> anyhow::Result<(PathBuf, Option<FileName>, S
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Result<()> {
@@ -131,15 +168,33 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     writeln!(out, "last error:   {}", opt(&e.meta.last_error))?;
     if let Some(h) = &v.claim_holder {
         match (&h.host, h.pid) {
-            (Some(host), Some(pid)) if h.alive => writeln!(out, "claimed by:   {host} pid {pid} ({}), since {}", opt(&h.what), opt(&h.since))?,
-            _ => writeln!(out, "claimed by:   runner {} (dead: {})", h.token, opt(&h.dead_because))?,
+            (Some(host), Some(pid)) if h.alive => writeln!(
+                out,
+                "claimed by:   {host} pid {pid} ({}), since {}",
+                opt(&h.what),
+                opt(&h.since)
+            )?,
+            _ => writeln!(
+                out,
+                "claimed by:   runner {} (dead: {})",
+                h.token,
+                opt(&h.dead_because)
+            )?,
         }
     }
     if let Some(q) = &v.quarantine {
-        writeln!(out, "quarantined:  {} (at {}, from {})", q.reason, q.at, q.from_queue)?;
+        writeln!(
+            out,
+            "quarantined:  {} (at {}, from {})",
+            q.reason, q.at, q.from_queue
+        )?;
     }
     if let Some(b) = &e.meta.bounce {
-        writeln!(out, "bounce of:    {} in {}: {}", b.original_id, b.original_queue, b.reason)?;
+        writeln!(
+            out,
+            "bounce of:    {} in {}: {}",
+            b.original_id, b.original_queue, b.reason
+        )?;
     }
     for (k, val) in &e.meta.kv {
         writeln!(out, "meta:         {k}={val}")?;
@@ -147,7 +202,14 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     writeln!(out, "recipients:   {}", e.recipients.len())?;
     for r in &e.recipients {
         let state = format!("{:?}", r.state).to_lowercase();
-        writeln!(out, "  {:<9} {}  attempts {}  {}", state, r.address, r.attempts, opt(&r.last_reply))?;
+        writeln!(
+            out,
+            "  {:<9} {}  attempts {}  {}",
+            state,
+            r.address,
+            r.attempts,
+            opt(&r.last_reply)
+        )?;
     }
     if !e.meta.history.is_empty() {
         writeln!(out, "history:")?;
@@ -156,7 +218,11 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
         }
     }
     if let Some(orig) = &e.original {
-        writeln!(out, "original:     {} bytes that could not be decoded (mm-dumpdb --raw prints them)", orig.len())?;
+        writeln!(
+            out,
+            "original:     {} bytes that could not be decoded (mm-dumpdb --raw prints them)",
+            orig.len()
+        )?;
     }
     writeln!(out, "message:      {} bytes", e.message.len())?;
     writeln!(out)?;

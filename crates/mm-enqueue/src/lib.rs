@@ -84,7 +84,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     let mut kv = BTreeMap::new();
     for m in &cli.meta {
-        let (k, v) = m.split_once('=').ok_or_else(|| usage(format!("bad --meta {m:?}: want KEY=VALUE")))?;
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| usage(format!("bad --meta {m:?}: want KEY=VALUE")))?;
         kv.insert(k.to_string(), v.to_string());
     }
     let mut recipients = cli.to.clone();
@@ -104,17 +106,27 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let queue = spool.queue(&queue_name);
     let mut stdout = std::io::stdout().lock();
     if cli.files.is_empty() {
-        let message = read_limited(std::io::stdin().lock(), limits.max_size).context("cannot read standard input")?;
-        let sub = Submission { message, ..template };
+        let message = read_limited(std::io::stdin().lock(), limits.max_size)
+            .context("cannot read standard input")?;
+        let sub = Submission {
+            message,
+            ..template
+        };
         let id = mm_core::enqueue::enqueue(&spool, queue, limits, sub)?;
         writeln!(stdout, "{id}")?;
         return Ok(0);
     }
     let mut q = Enqueuer::grouped(&spool, queue, limits)?;
     for path in &cli.files {
-        let f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
-        let message = read_limited(f, limits.max_size).with_context(|| format!("cannot read {}", path.display()))?;
-        q.add(Submission { message, ..template.clone() }).with_context(|| format!("{}", path.display()))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
+        let message = read_limited(f, limits.max_size)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        q.add(Submission {
+            message,
+            ..template.clone()
+        })
+        .with_context(|| format!("{}", path.display()))?;
         if q.should_commit() {
             for id in q.commit()? {
                 writeln!(stdout, "{id}")?;
@@ -130,11 +142,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 /// Reads at most `max + 1` bytes, refusing more than `max` without reading it all.
 fn read_limited(r: impl Read, max: u64) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(8192);
-    r.take(max.saturating_add(1)).read_to_end(&mut buf).map_err(|e| {
-        anyhow::Error::new(Error::new(ErrorKind::Temporary, format!("read failed: {e}")))
-    })?;
+    r.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| {
+            anyhow::Error::new(Error::new(
+                ErrorKind::Temporary,
+                format!("read failed: {e}"),
+            ))
+        })?;
     if buf.len() as u64 > max {
-        return Err(usage(format!("message exceeds the limit of {max} bytes (--max-size)")));
+        return Err(usage(format!(
+            "message exceeds the limit of {max} bytes (--max-size)"
+        )));
     }
     Ok(buf)
 }

@@ -1,11 +1,349 @@
-//! mm-runq (stub).
+//! `mm-runq`: a queue runner.
+//!
+//! Claims the entries of one queue (or one slice of it), runs the pipeline
+//! stages, delivers over SMTP (or to a directory), retries with backoff,
+//! bounces, and passes entries on. Launched by cron (`--until-empty`,
+//! `--once`) or as a service (the default). See mm_core::runner for the model.
 
-/// Arguments.
-#[derive(Debug, clap::Parser)]
-#[command(name = "mm-runq", version)]
-pub struct Cli {}
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-/// Runs.
-pub fn run(_cli: Cli) -> anyhow::Result<u8> {
-    Ok(0)
+use clap::Parser;
+use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
+use mm_core::delivery::smtp::SmtpConfig;
+use mm_core::pipeline::{Stage, StageKind};
+use mm_core::retry::RetryPolicy;
+use mm_core::runner::{self, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
+use mm_core::{Error, ErrorKind, QueueName, Slice, clock};
+
+const AFTER_HELP: &str = "\
+Examples:
+  Deliver out/ through the local MTA until it is empty (a cron line):
+    */5 * * * *  mm  mm-runq -q out --until-empty --quiet
+  A service with 4 SMTP connections to a smarthost with STARTTLS and AUTH:
+    mm-runq -q out --smtp 'smtp+starttls://user:pass@relay.example.org:587' --connections 4
+  Three machines sharing a spool, one slice each:
+    mm-runq -q out --slice 1/3     mm-runq -q out --slice 2/3     mm-runq -q out --slice 3/3
+  A pipeline from in/ to out/: archive, then rewrite, then pass on:
+    mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out
+  No MTA at all: deliver copies into a maildir:
+    mm-runq -q out --deliver-to /tmp/delivered --until-empty
+
+Stages run in command-line order; exit 0 goes on, 75 defers, anything else
+shunts the entry. SIGTERM/SIGINT stop within --stop-timeout (exit 0); a second
+signal exits at once; SIGHUP reopens --log.";
+
+/// Run an mm queue: claim entries, pass them through stages, deliver them.
+#[derive(Debug, Parser)]
+#[command(name = "mm-runq", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+    /// The queue to run.
+    #[arg(short, long, default_value = "out", value_name = "NAME")]
+    pub queue: String,
+    /// Only slice K of N of the queue (numbered from 1).
+    #[arg(long, value_name = "K/N", value_parser = parse_slice)]
+    pub slice: Option<Slice>,
+    /// One pass over the entries due now, then exit.
+    #[arg(long, conflicts_with = "until_empty")]
+    pub once: bool,
+    /// Run until no due entry is left, then exit (for cron).
+    #[arg(long)]
+    pub until_empty: bool,
+    /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…
+    #[arg(long, value_name = "URL", conflicts_with_all = ["deliver_to", "discard"])]
+    pub smtp: Option<String>,
+    /// Deliver each copy as a file into the maildir DIR (no MTA needed).
+    #[arg(long, value_name = "DIR", conflicts_with = "discard")]
+    pub deliver_to: Option<PathBuf>,
+    /// Accept every recipient and send nothing.
+    #[arg(long)]
+    pub discard: bool,
+    /// Most recipients per SMTP transaction.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_rcpts: usize,
+    /// Parallel SMTP connections (workers).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: usize,
+    /// Timeout for connecting to the SMTP server.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Timeout for every SMTP command.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+    /// First retry delay.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    #[arg(long, value_name = "DUR", default_value = "4h", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// Give up on pending recipients this long after the first attempt (they bounce).
+    #[arg(long, value_name = "DUR", default_value = "5d", value_parser = parse_duration)]
+    pub give_up_after: Duration,
+    /// Pipe each message to CMD (repeatable; stages run in command-line order).
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Vec<String>,
+    /// Pipe each message through CMD and keep its output as the new message (repeatable).
+    #[arg(long = "filter", value_name = "CMD")]
+    pub filter: Vec<String>,
+    /// Pass entries on to QUEUE after the last stage.
+    #[arg(long, value_name = "QUEUE")]
+    pub then: Option<String>,
+    /// How long a stop may take before the current entries are put back.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+    /// Pause between passes when nothing is due (service mode).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// Recoveries of an entry from a dead runner before it goes to bad/.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_recoveries: u32,
+    /// Log to FILE instead of standard error (reopened on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// More detail.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Only errors and the lines of entries that did not go through.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+struct Logger {
+    path: Option<PathBuf>,
+    out: Mutex<Box<dyn Write + Send>>,
+    hup: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    quiet: bool,
+    bar: Option<Mutex<Bar>>,
+}
+
+struct Bar {
+    started: Instant,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Logger {
+    fn open(path: &Option<PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
+        Ok(match path {
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| Error::io("cannot open log", p, e))?,
+            ),
+            None => Box::new(std::io::stderr()),
+        })
+    }
+
+    fn clear_bar(&self) {
+        if let Some(bar) = &self.bar {
+            if let Ok(mut b) = bar.lock() {
+                if b.drawn {
+                    eprint!("\r\x1b[K");
+                    b.drawn = false;
+                }
+            }
+        }
+    }
+}
+
+impl Log for Logger {
+    fn line(&self, line: &str) {
+        let routine = line.contains(" done ") || line.contains(" passed to ");
+        if self.quiet && routine {
+            return;
+        }
+        self.clear_bar();
+        let Ok(mut out) = self.out.lock() else { return };
+        if self.hup.swap(false, Ordering::Relaxed) {
+            if let Ok(w) = Logger::open(&self.path) {
+                *out = w;
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} mm-runq[{}]: {line}",
+            clock::rfc3339(clock::now_secs()),
+            std::process::id()
+        );
+    }
+
+    fn progress(&self, done: u64, left: u64) {
+        let Some(bar) = &self.bar else { return };
+        let Ok(mut b) = bar.lock() else { return };
+        if b.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        b.last = Instant::now();
+        let secs = b.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!(
+                "{}",
+                humantime::format_duration(Duration::from_secs((left as f64 / rate) as u64))
+            )
+        } else {
+            "?".into()
+        };
+        eprint!("\r\x1b[K{done} done, {left} due, {rate:.0}/s, ETA {eta}");
+        b.drawn = true;
+    }
+}
+
+/// The stages in command-line order (clap keeps each flag's values apart).
+fn stages(cli: &Cli) -> Vec<Stage> {
+    let mut exec = cli.exec.iter();
+    let mut filter = cli.filter.iter();
+    let mut out = Vec::new();
+    for a in std::env::args().skip(1) {
+        let kind = if a == "--exec" || a.starts_with("--exec=") {
+            StageKind::Exec
+        } else if a == "--filter" || a.starts_with("--filter=") {
+            StageKind::Filter
+        } else {
+            continue;
+        };
+        let next = match kind {
+            StageKind::Exec => exec.next(),
+            StageKind::Filter => filter.next(),
+        };
+        if let Some(cmd) = next {
+            out.push(Stage {
+                kind,
+                command: cmd.clone(),
+            });
+        }
+    }
+    // Anything not seen in argv (a caller building Cli by hand): execs, then filters.
+    out.extend(exec.map(|c| Stage {
+        kind: StageKind::Exec,
+        command: c.clone(),
+    }));
+    out.extend(filter.map(|c| Stage {
+        kind: StageKind::Filter,
+        command: c.clone(),
+    }));
+    out
+}
+
+fn config_error(msg: String) -> anyhow::Error {
+    anyhow::Error::new(Error::new(ErrorKind::Config, msg))
+}
+
+/// Runs mm-runq.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let queue = QueueName::new(&cli.queue)?;
+    let then = cli.then.as_deref().map(QueueName::new).transpose()?;
+    let stages = stages(&cli);
+    let transport = if let Some(dir) = &cli.deliver_to {
+        Transport::Dir(dir.clone())
+    } else if cli.discard {
+        Transport::Discard
+    } else if cli.smtp.is_some() || (stages.is_empty() && then.is_none()) {
+        let url = cli.smtp.as_deref().unwrap_or("smtp://localhost:25");
+        let mut c =
+            SmtpConfig::parse(url).map_err(|e| config_error(format!("--smtp {url}: {e}")))?;
+        c.connect_timeout = cli.connect_timeout;
+        c.command_timeout = cli.command_timeout;
+        c.max_rcpts = cli.max_rcpts.max(1);
+        Transport::Smtp(c)
+    } else {
+        Transport::None
+    };
+    if cli.retry_min > cli.retry_max {
+        return Err(config_error(
+            "--retry-min is longer than --retry-max".into(),
+        ));
+    }
+    let mode = if cli.once {
+        Mode::Once
+    } else if cli.until_empty {
+        Mode::UntilEmpty
+    } else {
+        Mode::Service
+    };
+    let cfg = RunnerConfig {
+        queue,
+        slice: cli.slice.unwrap_or(Slice::ALL),
+        mode,
+        transport,
+        stages,
+        then,
+        retry: RetryPolicy {
+            min: cli.retry_min,
+            max: cli.retry_max,
+            give_up: cli.give_up_after,
+        },
+        stop_timeout: cli.stop_timeout,
+        connections: cli.connections.max(1),
+        poll: cli.poll,
+        max_recoveries: cli.max_recoveries,
+        batch: 20_000,
+    };
+    let spool = cli.spool.open()?;
+
+    let signals = Signals::default();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // The second signal exits at once; the claimed entry is left for recovery.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, signals.stop.clone())?;
+        signal_hook::flag::register(sig, signals.stop.clone())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.hup.clone())?;
+
+    let bar = (mode == Mode::UntilEmpty
+        && cli.log.is_none()
+        && !cli.quiet
+        && std::io::stderr().is_terminal())
+    .then(|| {
+        Mutex::new(Bar {
+            started: Instant::now(),
+            last: Instant::now(),
+            drawn: false,
+        })
+    });
+    let log = Logger {
+        path: cli.log.clone(),
+        out: Mutex::new(Logger::open(&cli.log)?),
+        hup: signals.hup.clone(),
+        quiet: cli.quiet,
+        bar,
+    };
+
+    match runner::run(&spool, &cfg, &signals, &log)? {
+        Outcome::AlreadyRunning(holder) => {
+            eprintln!(
+                "mm-runq: another runner of {} {} is running ({holder}); exiting",
+                cfg.queue, cfg.slice
+            );
+            Ok(0)
+        }
+        Outcome::Done(stats) => {
+            log.clear_bar();
+            if mode != Mode::Service && !cli.quiet || cli.verbose {
+                log.line(&format!(
+                    "{}: {} entries: {} done, {} passed on, {} deferred, {} bounced recipients, {} quarantined, {} shunted, {} errors",
+                    cfg.queue,
+                    stats.entries(),
+                    stats.finished,
+                    stats.passed,
+                    stats.deferred,
+                    stats.rcpt_failed,
+                    stats.quarantined,
+                    stats.shunted,
+                    stats.errors
+                ));
+            }
+            Ok(if stats.errors > 0 {
+                mm_core::error::exit::TEMPFAIL
+            } else {
+                0
+            })
+        }
+    }
 }

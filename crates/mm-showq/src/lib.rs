@@ -75,10 +75,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         for (name, place) in found {
             let path = q.found_path(&name, place);
             let (size, entry) = report::read_for_view(&path);
-            if entry.as_ref().err().is_some_and(|e| e.contains("No such file")) {
+            if entry
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.contains("No such file"))
+            {
                 continue; // moved on while we listed
             }
-            let mut v = report::view(&spool, q.name().as_str(), &name, &path, size, entry.as_ref().map_err(Clone::clone), now, false);
+            let mut v = report::view(
+                &spool,
+                q.name().as_str(),
+                &name,
+                &path,
+                size,
+                entry.as_ref().map_err(Clone::clone),
+                now,
+                false,
+            );
             if let Some(s) = cli.slice {
                 v.slice = Some(s.to_string());
             }
@@ -101,14 +114,21 @@ fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::
         "QUEUE", "QUEUED", "DEFERRED", "CLAIMED", "PRESERVED", "WRITING", "OLDEST", "BYTES"
     )?;
     for r in rows {
-        let oldest = r.oldest.map(|o| short_age(now.saturating_sub(o))).unwrap_or_else(|| "-".into());
+        let oldest = r
+            .oldest
+            .map(|o| short_age(now.saturating_sub(o)))
+            .unwrap_or_else(|| "-".into());
         writeln!(
             out,
             "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>10}",
             r.queue, r.queued, r.deferred, r.claimed, r.preserved, r.writing, oldest, r.bytes
         )?;
         if r.foreign > 0 {
-            writeln!(out, "{:<12} {} foreign file(s) left alone (see mm-recover --dry-run)", "", r.foreign)?;
+            writeln!(
+                out,
+                "{:<12} {} foreign file(s) left alone (see mm-recover --dry-run)",
+                "", r.foreign
+            )?;
         }
     }
     Ok(())
@@ -153,7 +173,9 @@ fn print_line(out: &mut impl Write, v: &EntryView, now: u64) -> std::io::Result<
         v.state,
         short_age(v.age_secs),
         v.size,
-        v.attempts.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+        v.attempts
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into()),
         next,
         sender,
         rcpts

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Transports that need no MTA: a maildir and discard.
+pub mod local;
+
 /// Stored message bytes to the SMTP DATA form.
 pub mod wire;
 

@@ -1,0 +1,90 @@
+//! Transports that need no MTA: a directory of delivered copies, and discard.
+//!
+//! `--deliver-to DIR` writes each delivered copy as a file in maildir layout
+//! (`DIR/tmp` then renamed into `DIR/new`, `fsync`ed), one file per recipient,
+//! with `Return-Path:` and `Delivered-To:` lines prepended as a local delivery
+//! agent does. It is the built-in default of the README's demo, and what an
+//! admin can use to test a queue without a smarthost.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{RcptResult, Verdict};
+use crate::fsx;
+
+/// Delivers one copy per recipient into the maildir `dir`.
+pub fn deliver_to_dir(
+    dir: &Path,
+    id: &str,
+    sender: &str,
+    recipients: &[String],
+    message: &[u8],
+) -> Vec<RcptResult> {
+    recipients
+        .iter()
+        .enumerate()
+        .map(|(i, rcpt)| {
+            let r = write_copy(dir, id, i, sender, rcpt, message);
+            RcptResult {
+                address: rcpt.clone(),
+                verdict: if r.is_ok() {
+                    Verdict::Delivered
+                } else {
+                    Verdict::Deferred
+                },
+                reply: match r {
+                    Ok(name) => {
+                        format!("250 delivered to {}", dir.join("new").join(name).display())
+                    }
+                    Err(e) => format!("local delivery failed: {e}"),
+                },
+            }
+        })
+        .collect()
+}
+
+fn write_copy(
+    dir: &Path,
+    id: &str,
+    index: usize,
+    sender: &str,
+    rcpt: &str,
+    message: &[u8],
+) -> crate::Result<String> {
+    for sub in ["", "tmp", "new", "cur"] {
+        fsx::create_dir(&dir.join(sub))?;
+    }
+    // The address goes in the name so a copy per recipient is easy to find.
+    let safe: String = rcpt
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("{id}.{index}.{safe}");
+    let tmp = dir.join("tmp").join(&name);
+    let dest = dir.join("new").join(&name);
+    let mut bytes = Vec::with_capacity(message.len() + 128);
+    let _ = write!(bytes, "Return-Path: <{sender}>\nDelivered-To: {rcpt}\n");
+    bytes.extend_from_slice(message);
+    let _ = std::fs::remove_file(&tmp);
+    fsx::write_and_rename(&tmp, &dest, &bytes, true)?;
+    fsx::sync_dir(&dir.join("new"))?;
+    Ok(name)
+}
+
+/// Accepts every recipient and sends nothing (benchmarks, draining a test queue).
+pub fn discard(recipients: &[String]) -> Vec<RcptResult> {
+    recipients
+        .iter()
+        .map(|r| RcptResult {
+            address: r.clone(),
+            verdict: Verdict::Delivered,
+            reply: "250 discarded".into(),
+        })
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! Taking back what dead runners held, and cleaning what they left.
+//!
+//! For each claimed entry (`ID.TOKEN.bak`) of the queue's slice:
+//!
+//! * holder alive (see claim.rs): reported **busy** and left alone;
+//! * holder dead: taken over by a rename to our own token (so two recoveries
+//!   cannot both take it), its recovery count raised and a history line added,
+//!   its per-recipient progress kept, and put back as queued; once recovered
+//!   more than `max_recoveries` times it goes to bad/ with the reason
+//!   "crashed its runner N times" (a poison message must not stop the queue).
+//!
+//! `ID.tmp` files older than `tmp_age` were never acknowledged (mm-enqueue did
+//! not exit 0), so removing them loses nothing. A runner's `ID.TOKEN.tmp` is
+//! removed once its holder is dead. Foreign files are reported, never touched.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::claim::{self, Claim, Claimed, Liveness, Registration};
+use crate::clock;
+use crate::error::Result;
+use crate::id::{FileName, State};
+use crate::scan::Item;
+use crate::slice::Slice;
+use crate::spool::{Queue, Spool, queues};
+
+/// Settings of a recovery.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoverOptions {
+    /// The share of the queue.
+    pub slice: Slice,
+    /// Recoveries allowed before quarantine.
+    pub max_recoveries: u32,
+    /// Age after which an orphaned `.tmp` is removed.
+    pub tmp_age: Duration,
+    /// Lease of claims held by other hosts.
+    pub lease: Duration,
+    /// Only report.
+    pub dry_run: bool,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> RecoverOptions {
+        RecoverOptions {
+            slice: Slice::ALL,
+            max_recoveries: 3,
+            tmp_age: Duration::from_secs(3600),
+            lease: claim::DEFAULT_LEASE,
+            dry_run: false,
+        }
+    }
+}
+
+/// One thing recovery did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Action {
+    /// recovered, quarantined, busy, removed-tmp, foreign, failed.
+    pub action: &'static str,
+    /// The queue.
+    pub queue: String,
+    /// The entry id, if it is an entry.
+    pub id: Option<String>,
+    /// The file.
+    pub path: PathBuf,
+    /// Details: the holder, the reason.
+    pub detail: String,
+}
+
+/// Recovers one queue's slice. `me` is the caller's own registration: its
+/// claims are never touched, and takeovers are made in its name.
+pub fn recover_queue(
+    spool: &Spool,
+    queue: &Queue,
+    me: &Registration,
+    opts: &RecoverOptions,
+    f: &mut dyn FnMut(Action),
+) -> Result<()> {
+    let mut found = Vec::new();
+    queue.scan(opts.slice, &mut |item| match item {
+        Item::Entry { name, place, .. }
+            if matches!(name.state, State::Claimed | State::Writing) =>
+        {
+            found.push((name, place))
+        }
+        Item::Foreign { path, why } => f(Action {
+            action: "foreign",
+            queue: queue.name().to_string(),
+            id: None,
+            path,
+            detail: format!("{why}; left alone"),
+        }),
+        _ => {}
+    })?;
+    let now = clock::now();
+    for (name, place) in found {
+        let path = queue.found_path(&name, place);
+        let act = |action, detail: String| Action {
+            action,
+            queue: queue.name().to_string(),
+            id: Some(name.id.to_string()),
+            path: path.clone(),
+            detail,
+        };
+        let holder = name.holder.clone().unwrap_or_default();
+        if holder == me.token() {
+            continue;
+        }
+        if name.state == State::Writing {
+            let stale = if name.holder.is_some() {
+                matches!(
+                    claim::liveness(spool, &holder, opts.lease),
+                    Liveness::Dead(_)
+                )
+            } else {
+                std::fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > opts.tmp_age)
+            };
+            if stale {
+                if !opts.dry_run {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            f(act("failed", format!("cannot remove: {e}")));
+                        }
+                        continue;
+                    }
+                }
+                f(act(
+                    "removed-tmp",
+                    "never acknowledged; nothing is lost".into(),
+                ));
+            }
+            continue;
+        }
+        match claim::liveness(spool, &holder, opts.lease) {
+            Liveness::Alive(h) => f(act(
+                "busy",
+                format!("held by {} pid {} ({})", h.host, h.pid, h.what),
+            )),
+            Liveness::Dead(why) => {
+                if opts.dry_run {
+                    f(act("recovered", format!("would be taken back: {why}")));
+                    continue;
+                }
+                match take_back(spool, queue, &name, place, me, opts, &why) {
+                    Ok(Some(a)) => f(Action {
+                        path: path.clone(),
+                        ..a
+                    }),
+                    Ok(None) => {}
+                    Err(e) => f(act("failed", e.to_string())),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take_back(
+    spool: &Spool,
+    queue: &Queue,
+    name: &FileName,
+    place: crate::scan::Place,
+    me: &Registration,
+    opts: &RecoverOptions,
+    why: &str,
+) -> Result<Option<Action>> {
+    let act = |action, detail: String| Action {
+        action,
+        queue: queue.name().to_string(),
+        id: Some(name.id.to_string()),
+        path: PathBuf::new(),
+        detail,
+    };
+    let claimed = match Claim::take(spool, queue, name, place, me.token())? {
+        Claimed::Lost => return Ok(None),
+        Claimed::Quarantined(reason) => return Ok(Some(act("quarantined", reason))),
+        Claimed::Entry(c) => c,
+    };
+    let mut c = *claimed;
+    let now = clock::now_secs();
+    c.entry.meta.recoveries += 1;
+    let n = c.entry.meta.recoveries;
+    c.entry.note(
+        now,
+        format!("recovered from a dead runner ({why}); recovery {n}"),
+    );
+    if n > opts.max_recoveries {
+        let reason = format!("crashed its runner {n} times");
+        c.quarantine(spool, queues::BAD, &reason)?;
+        return Ok(Some(act("quarantined", reason)));
+    }
+    c.release(None)?;
+    Ok(Some(act(
+        "recovered",
+        format!("{why}; recovery {n} of {}", opts.max_recoveries),
+    )))
+}

@@ -1,0 +1,833 @@
+//! The queue runner: list, claim, process, and leave each entry in a defined state.
+//!
+//! A pass lists the runner's slice, keeps the oldest due entries (at most
+//! [`RunnerConfig::batch`] at a time, so memory stays flat at any backlog) and
+//! hands them, oldest first, to `connections` workers. A worker claims an
+//! entry by rename (a lost race is skipped silently), runs the pipeline stages
+//! not yet done, delivers to the pending recipients, and then:
+//!
+//! * all recipients done, `--then Q`: renames it into Q;
+//! * all done: removes it, after writing a bounce record for failures;
+//! * some deferred: writes the progress and renames it back as
+//!   `ID.DUE.pck`, due after the backoff (a not-yet-due entry costs a
+//!   later pass nothing but its name);
+//! * undecodable: bad/; a stage refused it: shunt/.
+//!
+//! **Stopping.** On SIGTERM or SIGINT the runner stops claiming and lets the
+//! workers finish their entries for up to `stop_timeout`. A worker still busy
+//! then (an SMTP server that stopped answering) is abandoned: its entry is put
+//! back as queued with the progress last recorded, and the process exits 0
+//! within the bound. Every write to a claimed entry happens under its worker's
+//! slot lock after checking that the slot was not abandoned, so an abandoned
+//! worker can never write after its entry was put back.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::claim::{Claim, Claimed, Registration};
+use crate::clock;
+use crate::delivery::{RcptResult, Verdict, local};
+use crate::entry::{Bounce, Entry, RcptState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsx;
+use crate::id::{EntryId, FileName, State};
+use crate::pipeline::{self, Stage, StageOutcome};
+use crate::recover::{self, RecoverOptions};
+use crate::retry::RetryPolicy;
+use crate::scan::{Item, Place};
+use crate::slice::Slice;
+use crate::spool::{Queue, QueueName, Spool, queues};
+
+/// How long the runner goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Until signalled.
+    Service,
+    /// One pass over the entries due now.
+    Once,
+    /// Until no due entry is left.
+    UntilEmpty,
+}
+
+/// Where delivered mail goes.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// SMTP to a smarthost.
+    #[cfg(feature = "smtp")]
+    Smtp(crate::delivery::smtp::SmtpConfig),
+    /// A maildir of delivered copies.
+    Dir(PathBuf),
+    /// Accept everything, send nothing.
+    Discard,
+    /// No delivery: pipeline stages and `--then` only.
+    None,
+}
+
+/// Everything a runner needs to know.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The queue.
+    pub queue: QueueName,
+    /// The share of it.
+    pub slice: Slice,
+    /// How long to go on.
+    pub mode: Mode,
+    /// Delivery.
+    pub transport: Transport,
+    /// Pipeline stages, in order.
+    pub stages: Vec<Stage>,
+    /// Pass entries on to this queue when done.
+    pub then: Option<QueueName>,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+    /// Bound on a graceful stop.
+    pub stop_timeout: Duration,
+    /// Parallel workers (SMTP connections).
+    pub connections: usize,
+    /// Pause between passes in service mode when nothing is due.
+    pub poll: Duration,
+    /// Recoveries allowed before quarantine.
+    pub max_recoveries: u32,
+    /// Largest number of entries one pass takes on.
+    pub batch: usize,
+}
+
+/// Signals the runner watches.
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    /// SIGTERM/SIGINT: stop.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP: reopen the log.
+    pub hup: Arc<AtomicBool>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Entries finished (all recipients done, removed).
+    pub finished: u64,
+    /// Entries passed on to another queue.
+    pub passed: u64,
+    /// Entries put back deferred.
+    pub deferred: u64,
+    /// Entries moved to bad/.
+    pub quarantined: u64,
+    /// Entries moved to shunt/.
+    pub shunted: u64,
+    /// Recipients delivered.
+    pub rcpt_delivered: u64,
+    /// Recipients deferred.
+    pub rcpt_deferred: u64,
+    /// Recipients failed (bounced).
+    pub rcpt_failed: u64,
+    /// Entries that failed with a local error and were left queued.
+    pub errors: u64,
+    /// Whether the stop was forced (workers abandoned).
+    pub abandoned: bool,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.finished += o.finished;
+        self.passed += o.passed;
+        self.deferred += o.deferred;
+        self.quarantined += o.quarantined;
+        self.shunted += o.shunted;
+        self.rcpt_delivered += o.rcpt_delivered;
+        self.rcpt_deferred += o.rcpt_deferred;
+        self.rcpt_failed += o.rcpt_failed;
+        self.errors += o.errors;
+    }
+
+    /// Entries dealt with.
+    pub fn entries(&self) -> u64 {
+        self.finished + self.passed + self.deferred + self.quarantined + self.shunted
+    }
+}
+
+/// Where log lines go; the library never prints.
+pub trait Log: Send + Sync {
+    /// One line (no newline).
+    fn line(&self, line: &str);
+    /// Progress of an `--until-empty` run: done so far, and still due.
+    fn progress(&self, _done: u64, _left: u64) {}
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ran and stopped (empty, one pass done, or signalled).
+    Done(Stats),
+    /// Another runner of this queue and slice holds the lock.
+    AlreadyRunning(String),
+}
+
+/// A worker's claimed entry, as the stopping main thread sees it.
+#[derive(Default)]
+struct Slot {
+    current: Option<(Queue, EntryId, PathBuf)>,
+    abandoned: bool,
+}
+
+type SlotRef = Arc<Mutex<Slot>>;
+
+fn abandoned() -> Error {
+    Error::new(ErrorKind::Temporary, "abandoned at shutdown")
+}
+
+/// Runs `f` on the claim's file only if the slot was not abandoned.
+fn guarded<T>(slot: &SlotRef, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let s = slot.lock().map_err(|_| abandoned())?;
+    if s.abandoned {
+        return Err(abandoned());
+    }
+    let r = f();
+    drop(s);
+    r
+}
+
+struct Shared<'a> {
+    spool: &'a Spool,
+    queue: Queue,
+    cfg: &'a RunnerConfig,
+    me: &'a Registration,
+    signals: &'a Signals,
+    log: &'a dyn Log,
+    work: Mutex<VecDeque<(FileName, Place)>>,
+    busy: AtomicUsize,
+}
+
+/// Runs a queue runner until its mode says stop.
+pub fn run(spool: &Spool, cfg: &RunnerConfig, signals: &Signals, log: &dyn Log) -> Result<Outcome> {
+    let queue = spool.queue(&cfg.queue);
+    fsx::create_dir(queue.dir())?;
+    // One runner per queue and slice (the cron singleton of seed 002).
+    let locks = spool.private_dir(".locks")?;
+    let lock_path = locks.join(format!(
+        "{}.{}-{}.lock",
+        cfg.queue,
+        cfg.slice.k(),
+        cfg.slice.n()
+    ));
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open lock", &lock_path, e))?;
+    let _ = std::fs::set_permissions(
+        &lock_path,
+        std::os::unix::fs::PermissionsExt::from_mode(fsx::FILE_MODE),
+    );
+    if lock.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+        return Ok(Outcome::AlreadyRunning(holder.trim().to_string()));
+    }
+    write_lock_owner(&lock, &lock_path);
+
+    let what = format!("mm-runq {} {}", cfg.queue, cfg.slice);
+    let me = Registration::register(spool, &what, crate::claim::DEFAULT_LEASE)?;
+    let renewer_stop = Arc::new(AtomicBool::new(false));
+    let renewer = {
+        let me = Arc::clone(&me);
+        let stop = Arc::clone(&renewer_stop);
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.elapsed() >= crate::claim::DEFAULT_LEASE / 4 {
+                    let _ = me.renew();
+                    last = Instant::now();
+                }
+            }
+        })
+    };
+
+    // Take back what dead runners left in our slice before anything else.
+    let opts = RecoverOptions {
+        slice: cfg.slice,
+        max_recoveries: cfg.max_recoveries,
+        ..RecoverOptions::default()
+    };
+    recover::recover_queue(spool, &queue, &me, &opts, &mut |a| {
+        if a.action != "busy" {
+            log.line(&format!(
+                "{} {} {}: {} ({})",
+                cfg.queue,
+                a.action,
+                a.id.as_deref().unwrap_or("-"),
+                a.path.display(),
+                a.detail
+            ));
+        }
+    })?;
+
+    let shared = Shared {
+        spool,
+        queue,
+        cfg,
+        me: &me,
+        signals,
+        log,
+        work: Mutex::new(VecDeque::new()),
+        busy: AtomicUsize::new(0),
+    };
+    let result = run_passes(&shared);
+    renewer_stop.store(true, Ordering::Relaxed);
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => {
+            me.unregister_if_clean(spool, &shared.queue);
+            return Err(e);
+        }
+    };
+    if !stats.abandoned {
+        let _ = renewer.join();
+        me.unregister_if_clean(spool, &shared.queue);
+    }
+    drop(lock);
+    Ok(Outcome::Done(stats))
+}
+
+fn write_lock_owner(lock: &File, path: &std::path::Path) {
+    use std::io::{Seek, Write};
+    let mut f = lock;
+    let _ = f.set_len(0);
+    let _ = f.seek(std::io::SeekFrom::Start(0));
+    let _ = writeln!(
+        f,
+        "pid {} on {}",
+        std::process::id(),
+        crate::claim::host_name()
+    );
+    let _ = path;
+}
+
+impl Registration {
+    /// Removes the record unless a claim of ours is still on disk (then the
+    /// record stays, and mm-recover sees a dead holder).
+    fn unregister_if_clean(&self, _spool: &Spool, queue: &Queue) {
+        let mut ours = false;
+        let _ = queue.scan(Slice::ALL, &mut |item| {
+            if let Item::Entry { name, .. } = item {
+                if name.holder.as_deref() == Some(self.token()) {
+                    ours = true;
+                }
+            }
+        });
+        if !ours {
+            self.unregister();
+        }
+    }
+}
+
+/// The oldest due entries of the slice, at most `max`, oldest first.
+fn due_entries(
+    queue: &Queue,
+    slice: Slice,
+    now: u64,
+    max: usize,
+) -> Result<(Vec<(FileName, Place)>, u64)> {
+    // A max-heap on the id keeps the `max` smallest ids seen.
+    let mut heap: BinaryHeap<(EntryId, FileName, PlaceKey)> = BinaryHeap::new();
+    let mut total = 0u64;
+    queue.scan(slice, &mut |item| {
+        if let Item::Entry { name, place, .. } = item {
+            if name.state == State::Queued && name.due.is_none_or(|d| d <= now) {
+                total += 1;
+                heap.push((name.id, name, PlaceKey(place)));
+                if heap.len() > max {
+                    heap.pop();
+                }
+            }
+        }
+    })?;
+    let mut v: Vec<_> = heap.into_iter().map(|(_, n, p)| (n, p.0)).collect();
+    v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    Ok((v, total))
+}
+
+/// `Place` ordered only so it can ride in the heap.
+#[derive(PartialEq, Eq)]
+struct PlaceKey(Place);
+
+impl PartialOrd for PlaceKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PlaceKey {
+    fn cmp(&self, _other: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl PartialOrd for FileName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FileName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id).then(self.state.cmp(&other.state))
+    }
+}
+
+fn run_passes(sh: &Shared<'_>) -> Result<Stats> {
+    let cfg = sh.cfg;
+    let n = cfg.connections.max(1);
+    let slots: Vec<SlotRef> = (0..n)
+        .map(|_| Arc::new(Mutex::new(Slot::default())))
+        .collect();
+    let totals = Mutex::new(Stats::default());
+    let mut done_so_far = 0u64;
+    loop {
+        if sh.signals.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = clock::now_secs();
+        let (batch, total_due) = due_entries(&sh.queue, cfg.slice, now, cfg.batch)?;
+        if batch.is_empty() {
+            match cfg.mode {
+                Mode::Once | Mode::UntilEmpty => break,
+                Mode::Service => {
+                    sleep_unless_stopped(sh.signals, cfg.poll);
+                    continue;
+                }
+            }
+        }
+        sh.log.progress(done_so_far, total_due);
+        let taken = batch.len() as u64;
+        sh.work.lock().map_err(|_| poisoned())?.extend(batch);
+        let pass = Mutex::new(Stats::default());
+        let forced = std::thread::scope(|scope| {
+            for slot in &slots {
+                let slot = Arc::clone(slot);
+                let pass = &pass;
+                scope.spawn(move || worker(sh, &slot, pass));
+            }
+            // Wait for the workers; on a stop, wait at most stop_timeout.
+            let mut stop_seen: Option<Instant> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                let idle = sh.busy.load(Ordering::SeqCst) == 0
+                    && sh.work.lock().map(|w| w.is_empty()).unwrap_or(true);
+                if idle {
+                    return false;
+                }
+                if sh.signals.stop.load(Ordering::Relaxed) {
+                    let t = *stop_seen.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= cfg.stop_timeout {
+                        abandon(&slots, sh.log);
+                        // The scope would join the stuck workers: leave now.
+                        let mut p = pass.lock().map(|p| p.clone()).unwrap_or_default();
+                        p.abandoned = true;
+                        if let Ok(mut t) = totals.lock() {
+                            t.add(&p);
+                            t.abandoned = true;
+                        }
+                        return true;
+                    }
+                }
+                if let Ok(p) = pass.lock() {
+                    sh.log.progress(
+                        done_so_far + p.entries(),
+                        total_due.saturating_sub(p.entries()),
+                    );
+                }
+            }
+        });
+        if forced {
+            // Workers are blocked in I/O; their entries are back in the queue.
+            return Ok(totals.into_inner().unwrap_or_default());
+        }
+        let p = pass.into_inner().unwrap_or_default();
+        done_so_far += p.entries();
+        totals.lock().map_err(|_| poisoned())?.add(&p);
+        if cfg.mode == Mode::Once && taken as usize >= 1 && total_due <= taken {
+            break;
+        }
+        if cfg.mode == Mode::Once && total_due > taken {
+            // One pass means every entry due when it began; go on with the rest.
+            continue;
+        }
+    }
+    sh.work.lock().map_err(|_| poisoned())?.clear();
+    Ok(totals.into_inner().unwrap_or_default())
+}
+
+fn poisoned() -> Error {
+    Error::new(ErrorKind::Internal, "a worker panicked")
+}
+
+fn sleep_unless_stopped(signals: &Signals, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !signals.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(d));
+    }
+}
+
+/// Puts every busy worker's entry back as queued, as last recorded.
+fn abandon(slots: &[SlotRef], log: &dyn Log) {
+    for slot in slots {
+        let Ok(mut s) = slot.lock() else { continue };
+        s.abandoned = true;
+        if let Some((queue, id, path)) = s.current.take() {
+            let to = queue.path(&FileName::queued(id));
+            match std::fs::rename(&path, &to) {
+                Ok(()) => log.line(&format!(
+                    "{} {id} abandoned at shutdown; put back as queued with its recorded progress",
+                    queue.name()
+                )),
+                Err(e) => log.line(&format!(
+                    "{} {id} abandoned at shutdown; cannot put back ({e}); mm-recover will",
+                    queue.name()
+                )),
+            }
+        }
+    }
+}
+
+enum Transporter {
+    #[cfg(feature = "smtp")]
+    Smtp(crate::delivery::smtp::SmtpClient),
+    Dir(PathBuf),
+    Discard,
+    None,
+}
+
+fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
+    let mut transport = match &sh.cfg.transport {
+        #[cfg(feature = "smtp")]
+        Transport::Smtp(c) => Transporter::Smtp(crate::delivery::smtp::SmtpClient::new(c.clone())),
+        Transport::Dir(d) => Transporter::Dir(d.clone()),
+        Transport::Discard => Transporter::Discard,
+        Transport::None => Transporter::None,
+    };
+    loop {
+        if sh.signals.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        sh.busy.fetch_add(1, Ordering::SeqCst);
+        let next = sh.work.lock().ok().and_then(|mut w| w.pop_front());
+        let Some((name, place)) = next else {
+            sh.busy.fetch_sub(1, Ordering::SeqCst);
+            break;
+        };
+        let mut st = Stats::default();
+        if let Err(e) = process(sh, slot, &mut transport, &name, place, &mut st) {
+            if !e.to_string().contains("abandoned") {
+                st.errors += 1;
+                sh.log
+                    .line(&format!("{} {} error: {e}", sh.queue.name(), name.id));
+            }
+        }
+        if let Ok(mut s) = slot.lock() {
+            s.current = None;
+        }
+        if let Ok(mut p) = pass.lock() {
+            p.add(&st);
+        }
+        sh.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+    #[cfg(feature = "smtp")]
+    if let Transporter::Smtp(c) = &mut transport {
+        c.close();
+    }
+}
+
+fn process(
+    sh: &Shared<'_>,
+    slot: &SlotRef,
+    transport: &mut Transporter,
+    name: &FileName,
+    place: Place,
+    st: &mut Stats,
+) -> Result<()> {
+    let started = Instant::now();
+    let qname = sh.queue.name().to_string();
+    let claimed = guarded(slot, || {
+        Claim::take(sh.spool, &sh.queue, name, place, sh.me.token())
+    })?;
+    let mut c = match claimed {
+        Claimed::Lost => return Ok(()),
+        Claimed::Quarantined(reason) => {
+            st.quarantined += 1;
+            sh.log
+                .line(&format!("{qname} {} quarantined in bad: {reason}", name.id));
+            return Ok(());
+        }
+        Claimed::Entry(c) => *c,
+    };
+    if let Ok(mut s) = slot.lock() {
+        s.current = Some((sh.queue.clone(), c.id(), c.path().to_path_buf()));
+    }
+    let now = clock::now_secs();
+    let id = c.id();
+
+    // 1. Pipeline stages not yet done.
+    let stages = &sh.cfg.stages;
+    while (c.entry.meta.stage as usize) < stages.len() {
+        let i = c.entry.meta.stage as usize;
+        match pipeline::run_stage(
+            &stages[i],
+            i,
+            &c.entry,
+            &qname,
+            &sh.signals.stop,
+            sh.cfg.stop_timeout,
+        ) {
+            StageOutcome::Continue(new_message) => {
+                if let Some(m) = new_message {
+                    c.entry.message = m;
+                }
+                c.entry.meta.stage += 1;
+                if (c.entry.meta.stage as usize) < stages.len() {
+                    guarded(slot, || c.save())?;
+                }
+            }
+            StageOutcome::Defer(reason) => {
+                c.entry.meta.attempts += 1;
+                let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
+                c.entry.meta.next_attempt = Some(due);
+                c.entry.meta.last_error = Some(reason.clone());
+                guarded(slot, || c.release(Some(due)))?;
+                st.deferred += 1;
+                sh.log.line(&format!(
+                    "{qname} {id} deferred until {}: {reason}",
+                    clock::rfc3339(due)
+                ));
+                return Ok(());
+            }
+            StageOutcome::Shunt(reason) => {
+                guarded(slot, || {
+                    c.quarantine(sh.spool, queues::SHUNT, &reason).map(|_| ())
+                })?;
+                st.shunted += 1;
+                sh.log.line(&format!("{qname} {id} shunted: {reason}"));
+                return Ok(());
+            }
+        }
+    }
+
+    // 2. Delivery to the pending recipients.
+    let pending: Vec<String> = c.entry.pending().map(|r| r.address.clone()).collect();
+    let mut summary = AttemptSummary::default();
+    if !matches!(transport, Transporter::None) && !pending.is_empty() {
+        c.entry.meta.attempts += 1;
+        c.entry.meta.first_attempt.get_or_insert(now);
+        let total = pending.len();
+        let mut seen = 0usize;
+        let sender = c.entry.sender.clone();
+        let message = std::mem::take(&mut c.entry.message);
+        let mut record = |results: &[RcptResult]| -> Result<()> {
+            seen += results.len();
+            apply(&mut c.entry, results, &mut summary);
+            // The last transaction's outcome is written by the final move below.
+            if seen < total {
+                guarded(slot, || c.save())
+            } else {
+                Ok(())
+            }
+        };
+        let r = match transport {
+            #[cfg(feature = "smtp")]
+            Transporter::Smtp(client) => client.deliver(&sender, &pending, &message, &mut record),
+            Transporter::Dir(dir) => record(&local::deliver_to_dir(
+                dir,
+                &id.to_string(),
+                &sender,
+                &pending,
+                &message,
+            )),
+            Transporter::Discard => record(&local::discard(&pending)),
+            Transporter::None => Ok(()),
+        };
+        c.entry.message = message;
+        r?;
+    }
+
+    // 3. What is left decides where the entry goes.
+    let now = clock::now_secs();
+    let still_pending = c.entry.pending().count();
+    if still_pending > 0
+        && c.entry
+            .meta
+            .first_attempt
+            .is_some_and(|f| sh.cfg.retry.expired(f, now))
+    {
+        let horizon = humantime::format_duration(sh.cfg.retry.give_up);
+        for r in c
+            .entry
+            .recipients
+            .iter_mut()
+            .filter(|r| r.state == RcptState::Pending)
+        {
+            r.state = RcptState::Failed;
+            let last = r.last_reply.take().unwrap_or_else(|| "no reply".into());
+            r.last_reply = Some(format!(
+                "expired: gave up after {horizon}; last reply: {last}"
+            ));
+            r.updated = Some(now);
+            summary.deferred = summary.deferred.saturating_sub(1);
+            summary.failed += 1;
+        }
+    }
+    let new_failures: Vec<usize> = c
+        .entry
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.state == RcptState::Failed && !r.extra.contains_key(BOUNCED))
+        .map(|(i, _)| i)
+        .collect();
+    if !new_failures.is_empty() {
+        guarded(slot, || {
+            write_bounce(sh.spool, &qname, &c.entry, &new_failures)
+        })?;
+        for i in new_failures {
+            c.entry.recipients[i]
+                .extra
+                .insert(BOUNCED.into(), rmpv::Value::Boolean(true));
+        }
+    }
+    st.rcpt_delivered += summary.delivered;
+    st.rcpt_deferred += summary.deferred;
+    st.rcpt_failed += summary.failed;
+    let remaining = c.entry.pending().count();
+    let verdict;
+    if remaining > 0 && !matches!(transport, Transporter::None) {
+        let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
+        c.entry.meta.next_attempt = Some(due);
+        guarded(slot, || c.release(Some(due)))?;
+        st.deferred += 1;
+        verdict = format!("deferred until {}", clock::rfc3339(due));
+    } else if let Some(next) = &sh.cfg.then {
+        c.entry.meta.stage = 0;
+        c.entry.meta.next_attempt = None;
+        c.entry.note(now, format!("passed from {qname} to {next}"));
+        let dest = sh.spool.queue(next);
+        guarded(slot, || c.move_to(&dest, State::Queued, None).map(|_| ()))?;
+        st.passed += 1;
+        verdict = format!("passed to {next}");
+    } else {
+        guarded(slot, || c.finish())?;
+        st.finished += 1;
+        verdict = "done".into();
+    }
+    let mut line = format!(
+        "{qname} {id} delivered={} deferred={} failed={} {verdict} {}ms",
+        summary.delivered,
+        summary.deferred,
+        summary.failed,
+        started.elapsed().as_millis()
+    );
+    if let Some(reply) = &summary.last_problem {
+        let _ = write!(line, " reply=\"{}\"", reply.replace('"', "'"));
+    }
+    sh.log.line(&line);
+    Ok(())
+}
+
+/// Marks a failed recipient whose bounce record was written.
+const BOUNCED: &str = "bounced";
+
+#[derive(Default)]
+struct AttemptSummary {
+    delivered: u64,
+    deferred: u64,
+    failed: u64,
+    last_problem: Option<String>,
+}
+
+fn apply(entry: &mut Entry, results: &[RcptResult], s: &mut AttemptSummary) {
+    let now = clock::now_secs();
+    for res in results {
+        let Some(r) = entry
+            .recipients
+            .iter_mut()
+            .find(|r| r.address == res.address && r.state == RcptState::Pending)
+        else {
+            continue;
+        };
+        r.attempts += 1;
+        r.last_reply = Some(res.reply.clone());
+        r.updated = Some(now);
+        match res.verdict {
+            Verdict::Delivered => {
+                r.state = RcptState::Delivered;
+                s.delivered += 1;
+            }
+            Verdict::Deferred => {
+                s.deferred += 1;
+                s.last_problem = Some(res.reply.clone());
+                entry.meta.last_error = Some(format!("{}: {}", res.address, res.reply));
+            }
+            Verdict::Failed => {
+                r.state = RcptState::Failed;
+                s.failed += 1;
+                s.last_problem = Some(res.reply.clone());
+            }
+        }
+    }
+}
+
+/// Writes a bounce record for the recipients `failed` of `entry` into bounces/.
+fn write_bounce(spool: &Spool, queue: &str, entry: &Entry, failed: &[usize]) -> Result<()> {
+    let bounces = spool.queue_named(queues::BOUNCES)?;
+    let now = clock::now();
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let id = EntryId::generate(micros, &[entry.id.as_bytes(), b"bounce"]);
+    let addrs: Vec<String> = failed
+        .iter()
+        .map(|&i| entry.recipients[i].address.clone())
+        .collect();
+    let mut b = Entry::new(
+        &id,
+        &entry.sender,
+        &addrs,
+        entry.message.clone(),
+        queues::BOUNCES,
+    );
+    for (dst, &i) in b.recipients.iter_mut().zip(failed) {
+        let src = &entry.recipients[i];
+        dst.state = RcptState::Failed;
+        dst.attempts = src.attempts;
+        dst.last_reply = src.last_reply.clone();
+        dst.updated = src.updated;
+    }
+    let expired = failed.iter().any(|&i| {
+        entry.recipients[i]
+            .last_reply
+            .as_deref()
+            .is_some_and(|r| r.starts_with("expired"))
+    });
+    b.meta.list = entry.meta.list.clone();
+    b.meta.kv = entry.meta.kv.clone();
+    b.meta.bounce = Some(Bounce {
+        original_id: entry.id.clone(),
+        original_queue: queue.to_string(),
+        reason: if expired {
+            "expired".into()
+        } else {
+            "refused".into()
+        },
+        extra: Default::default(),
+    });
+    let bucket = bounces.ensure_bucket(id.bucket())?;
+    let tmp = bucket.join(FileName::writing(id, None).to_string());
+    let dest = bucket.join(FileName::queued(id).to_string());
+    fsx::write_and_rename(&tmp, &dest, &b.encode()?, true)?;
+    fsx::sync_dir(&bucket)
+}

@@ -49,6 +49,7 @@ pub mod runner;
 pub mod scan;
 pub mod slice;
 pub mod spool;
+pub mod unbad;
 
 pub use entry::{Entry, RcptState};
 pub use error::{Error, ErrorKind, Result};

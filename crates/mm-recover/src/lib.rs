@@ -1,11 +1,111 @@
-//! mm-recover (stub).
+//! `mm-recover`: take back entries whose runner died; quarantine those that
+//! keep killing runners; remove never-acknowledged temporary files.
+//!
+//! Entries held by a live runner are reported as busy and left alone, so it
+//! is safe to run at any time, by cron or by hand, while runners run.
 
-/// Arguments.
-#[derive(Debug, clap::Parser)]
-#[command(name = "mm-recover", version)]
-pub struct Cli {}
+use std::io::Write;
+use std::time::Duration;
 
-/// Runs.
-pub fn run(_cli: Cli) -> anyhow::Result<u8> {
-    Ok(0)
+use clap::Parser;
+use mm_core::claim::{self, Registration};
+use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
+use mm_core::recover::{self, Action, RecoverOptions};
+use mm_core::{Slice, error::exit};
+
+const AFTER_HELP: &str = "\
+Examples:
+  mm-recover --dry-run              what would be done, in every queue
+  mm-recover -q out                 take back out/'s claims of dead runners
+  mm-recover --json | jq -c 'select(.action==\"quarantined\")'
+
+Each action is one line: ACTION QUEUE ID PATH (DETAIL). ACTION is recovered,
+quarantined (recovered more than --max-recoveries times: crashed its runner),
+busy (held by a live runner: left alone), removed-tmp, foreign (not an entry:
+left alone) or failed. Exit 0, or 75 if an action failed.";
+
+/// Bring back entries whose runner died.
+#[derive(Debug, Parser)]
+#[command(name = "mm-recover", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+    /// Queues to recover (repeatable); default every queue.
+    #[arg(short, long = "queue", value_name = "NAME")]
+    pub queues: Vec<String>,
+    /// Only slice K of N (numbered from 1).
+    #[arg(long, value_name = "K/N", value_parser = parse_slice)]
+    pub slice: Option<Slice>,
+    /// Recoveries of one entry before it goes to bad/.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_recoveries: u32,
+    /// Remove orphaned .tmp files older than this.
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub tmp_age: Duration,
+    /// Lease of claims held by runners on other hosts.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Only report what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON Lines output (schema in docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs mm-recover.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let spool = cli.spool.open()?;
+    let queues = if cli.queues.is_empty() {
+        spool.queues()?
+    } else {
+        cli.queues.iter().map(|q| spool.queue_named(q)).collect::<Result<_, _>>()?
+    };
+    let me = Registration::register(&spool, "mm-recover", claim::DEFAULT_LEASE)?;
+    let opts = RecoverOptions {
+        slice: cli.slice.unwrap_or(Slice::ALL),
+        max_recoveries: cli.max_recoveries,
+        tmp_age: cli.tmp_age,
+        lease: cli.lease,
+        dry_run: cli.dry_run,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut io_err: Option<std::io::Error> = None;
+    let result = (|| -> anyhow::Result<()> {
+        for q in &queues {
+            recover::recover_queue(&spool, q, &me, &opts, &mut |a: Action| {
+                *counts.entry(a.action).or_default() += 1;
+                let r = if cli.json {
+                    serde_json::to_writer(&mut out, &a).map_err(std::io::Error::other).and_then(|_| out.write_all(b"\n"))
+                } else {
+                    writeln!(out, "{} {} {} {} ({})", a.action, a.queue, a.id.as_deref().unwrap_or("-"), a.path.display(), a.detail)
+                };
+                if let Err(e) = r {
+                    io_err.get_or_insert(e);
+                }
+            })?;
+        }
+        Ok(())
+    })();
+    me.unregister();
+    result?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    if !cli.json {
+        let n = |k| counts.get(k).copied().unwrap_or(0);
+        writeln!(
+            out,
+            "{}{} recovered, {} quarantined, {} busy, {} removed-tmp, {} foreign, {} failed",
+            if cli.dry_run { "dry run: " } else { "" },
+            n("recovered"),
+            n("quarantined"),
+            n("busy"),
+            n("removed-tmp"),
+            n("foreign"),
+            n("failed")
+        )?;
+    }
+    Ok(if counts.contains_key("failed") { exit::TEMPFAIL } else { 0 })
 }

@@ -379,7 +379,9 @@ pub struct SmtpClient {
     hello: ClientId,
     /// Built on the first TLS connection, then reused.
     tls_parameters: Option<TlsParameters>,
-    session: Option<Session>,
+    /// Boxed: an open rustls connection is over a kilobyte, and a client is
+    /// often kept in an enum beside small transports.
+    session: Option<Box<Session>>,
 }
 
 impl fmt::Debug for SmtpClient {
@@ -578,10 +580,10 @@ impl SmtpClient {
                 Some(session) => (session, true),
                 None => match self.connect() {
                     Ok(conn) => (
-                        Session {
+                        Box::new(Session {
                             conn,
                             in_transaction: false,
-                        },
+                        }),
                         false,
                     ),
                     Err(reason) => {
@@ -1552,6 +1554,12 @@ mod tests {
             MESSAGE,
         );
         assert_eq!(calls[0][0].verdict, Verdict::Delivered);
+    }
+
+    #[test]
+    fn client_is_small() {
+        // The connection is boxed; the runner keeps clients in enums.
+        assert!(std::mem::size_of::<SmtpClient>() <= 512);
     }
 
     #[test]

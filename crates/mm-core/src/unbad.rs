@@ -1,0 +1,164 @@
+//! Returning quarantined entries to work (mm-unbad).
+//!
+//! A preserved entry (`ID.psv` in bad/ or shunt/) is claimed like any other
+//! (renamed to `ID.TOKEN.bak`, so two mm-unbad runs cannot both act on it),
+//! its recovery count is reset, its quarantine record cleared and a history
+//! line added, and it is renamed into the queue it came from (or `--to`) as
+//! queued and due now. Its per-recipient progress and its history stay, so it
+//! resumes where it stopped instead of being re-quarantined at once (seed 004:
+//! Mailman's moved-back entries kept their crash count).
+//!
+//! A wrapper for a file that could not be decoded gives back the original
+//! bytes exactly, as the queued entry, for a newer mm or a fixed decoder.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::claim::{self, Claim, Claimed, Liveness, Registration};
+use crate::clock;
+use crate::error::Result;
+use crate::fsx;
+use crate::id::{EntryId, FileName, State};
+use crate::scan::{Item, Place};
+use crate::slice::Slice;
+use crate::spool::{QueueName, Spool};
+
+/// Settings of a release.
+#[derive(Clone, Debug)]
+pub struct UnbadOptions {
+    /// The quarantine queue: bad or shunt.
+    pub from: QueueName,
+    /// Where to, instead of the queue each entry came from.
+    pub to: Option<QueueName>,
+    /// Only entries quarantined longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Only report.
+    pub dry_run: bool,
+}
+
+/// What happened to one id.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Released {
+    /// The id.
+    pub id: String,
+    /// released, busy, not-found, failed.
+    pub result: &'static str,
+    /// The queue it went (or would go) to.
+    pub queue: Option<String>,
+    /// Details.
+    pub detail: String,
+}
+
+/// Releases `ids` (or, with `None`, every preserved entry) from `opts.from`.
+pub fn unbad(spool: &Spool, me: &Registration, ids: Option<&[EntryId]>, opts: &UnbadOptions, f: &mut dyn FnMut(Released)) -> Result<()> {
+    let from = spool.queue(&opts.from);
+    let mut found: Vec<(FileName, Place)> = Vec::new();
+    from.scan(Slice::ALL, &mut |item| {
+        if let Item::Entry { name, place, .. } = item {
+            if matches!(name.state, State::Preserved | State::Claimed) {
+                found.push((name, place));
+            }
+        }
+    })?;
+    found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let wanted: Vec<EntryId> = match ids {
+        Some(ids) => ids.to_vec(),
+        None => found.iter().filter(|(n, _)| n.state == State::Preserved).map(|(n, _)| n.id).collect(),
+    };
+    let now = clock::now_secs();
+    for id in wanted {
+        let rep = |result, queue: Option<String>, detail: String| Released { id: id.to_string(), result, queue, detail };
+        let Some((name, place)) = found
+            .iter()
+            .find(|(n, _)| n.id == id && n.state == State::Preserved)
+            .or_else(|| found.iter().find(|(n, _)| n.id == id))
+            .cloned()
+        else {
+            f(rep("not-found", None, format!("no entry {id} in {}", opts.from)));
+            continue;
+        };
+        if name.state == State::Claimed {
+            let holder = name.holder.clone().unwrap_or_default();
+            let detail = match claim::liveness(spool, &holder, claim::DEFAULT_LEASE) {
+                Liveness::Alive(h) => format!("held by {} pid {} ({})", h.host, h.pid, h.what),
+                Liveness::Dead(why) => format!("claimed by a dead runner ({why}); run mm-recover -q {}", opts.from),
+            };
+            f(rep("busy", None, detail));
+            continue;
+        }
+        match release_one(spool, me, &name, place, opts, now) {
+            Ok(r) => f(r),
+            Err(e) => f(rep("failed", None, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+fn release_one(spool: &Spool, me: &Registration, name: &FileName, place: Place, opts: &UnbadOptions, now: u64) -> Result<Released> {
+    let from = spool.queue(&opts.from);
+    let id = name.id;
+    let rep = |result, queue: Option<String>, detail: String| Released { id: id.to_string(), result, queue, detail };
+    if opts.dry_run || opts.older_than.is_some() {
+        // Look before claiming: the destination and the age come from the content.
+        let (_, entry) = crate::report::read_for_view(&from.found_path(name, place));
+        let entry = match entry {
+            Ok(e) => e,
+            Err(why) => return Ok(rep("failed", None, why)),
+        };
+        let q = entry.meta.quarantine.as_ref();
+        if let Some(age) = opts.older_than {
+            let at = q.map_or(id.secs(), |q| q.at);
+            if now.saturating_sub(at) < age.as_secs() {
+                return Ok(rep("skipped", None, format!("quarantined less than {} ago", humantime::format_duration(age))));
+            }
+        }
+        if opts.dry_run {
+            let dest = opts.to.as_ref().map(|t| t.to_string()).or(q.map(|q| q.from_queue.clone())).unwrap_or(entry.meta.queue.clone());
+            return Ok(rep("released", Some(dest.clone()), format!("would return to {dest}")));
+        }
+    }
+    let c = match Claim::take(spool, &from, name, place, me.token())? {
+        Claimed::Lost => return Ok(rep("not-found", None, "moved away while we looked".into())),
+        Claimed::Quarantined(reason) => return Ok(rep("failed", None, reason)),
+        Claimed::Entry(c) => *c,
+    };
+    let mut c = c;
+    let dest_name = match &opts.to {
+        Some(t) => t.clone(),
+        None => {
+            let q = c.entry.meta.quarantine.as_ref().map(|q| q.from_queue.clone()).unwrap_or(c.entry.meta.queue.clone());
+            match QueueName::new(&q) {
+                Ok(n) => n,
+                Err(e) => {
+                    c.release_unsaved_as_preserved()?;
+                    return Ok(rep("failed", None, format!("cannot tell where it came from: {e}; use --to")));
+                }
+            }
+        }
+    };
+    let dest = spool.queue(&dest_name);
+    if let Some(orig) = c.entry.original.take() {
+        // A wrapper: give back the bytes exactly as they were.
+        let bucket = dest.ensure_bucket(id.bucket())?;
+        let tmp = bucket.join(FileName::writing(id, Some(me.token())).to_string());
+        fsx::write_and_rename(&tmp, &dest.path(&FileName::queued(id)), &orig, true)?;
+        fsx::sync_dir(&bucket)?;
+        std::fs::remove_file(c.path()).map_err(|e| crate::Error::io("cannot remove", c.path(), e))?;
+        return Ok(rep("released", Some(dest_name.to_string()), "original bytes restored".into()));
+    }
+    let reason = c.entry.meta.quarantine.take().map(|q| q.reason).unwrap_or_default();
+    c.entry.meta.recoveries = 0;
+    c.entry.meta.next_attempt = None;
+    c.entry.note(now, format!("released from {} to {dest_name} by mm-unbad (was: {reason})", opts.from));
+    c.move_to(&dest, State::Queued, None)?;
+    Ok(rep("released", Some(dest_name.to_string()), format!("was: {reason}")))
+}
+
+impl Claim {
+    /// Puts a claimed quarantined entry back as preserved, unchanged.
+    fn release_unsaved_as_preserved(self) -> Result<()> {
+        let to = self.queue().path(&FileName::preserved(self.id()));
+        std::fs::rename(self.path(), &to).map_err(|e| crate::Error::io("cannot put back", &to, e))
+    }
+}

@@ -310,17 +310,16 @@ mod tests {
         };
         top.push(("priority".into(), 7.into()));
         for (k, val) in top.iter_mut() {
-            if k.as_str() == Some("meta") {
-                if let rmpv::Value::Map(m) = val {
-                    m.push(("dkim".into(), "signed".into()));
-                }
+            if k.as_str() == Some("meta")
+                && let rmpv::Value::Map(m) = val
+            {
+                m.push(("dkim".into(), "signed".into()));
             }
-            if k.as_str() == Some("recipients") {
-                if let rmpv::Value::Array(a) = val {
-                    if let rmpv::Value::Map(r) = &mut a[0] {
-                        r.push(("notify".into(), "never".into()));
-                    }
-                }
+            if k.as_str() == Some("recipients")
+                && let rmpv::Value::Array(a) = val
+                && let rmpv::Value::Map(r) = &mut a[0]
+            {
+                r.push(("notify".into(), "never".into()));
             }
         }
         let v = rmpv::Value::Map(top);

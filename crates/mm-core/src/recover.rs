@@ -119,13 +119,13 @@ pub fn recover_queue(
                     .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > opts.tmp_age)
             };
             if stale {
-                if !opts.dry_run {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            f(act("failed", format!("cannot remove: {e}")));
-                        }
-                        continue;
+                if !opts.dry_run
+                    && let Err(e) = std::fs::remove_file(&path)
+                {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        f(act("failed", format!("cannot remove: {e}")));
                     }
+                    continue;
                 }
                 f(act(
                     "removed-tmp",

@@ -315,10 +315,10 @@ impl Registration {
     fn unregister_if_clean(&self, _spool: &Spool, queue: &Queue) {
         let mut ours = false;
         let _ = queue.scan(Slice::ALL, &mut |item| {
-            if let Item::Entry { name, .. } = item {
-                if name.holder.as_deref() == Some(self.token()) {
-                    ours = true;
-                }
+            if let Item::Entry { name, .. } = item
+                && name.holder.as_deref() == Some(self.token())
+            {
+                ours = true;
             }
         });
         if !ours {
@@ -338,18 +338,19 @@ fn due_entries(
     let mut heap: BinaryHeap<(EntryId, FileName, PlaceKey)> = BinaryHeap::new();
     let mut total = 0u64;
     queue.scan(slice, &mut |item| {
-        if let Item::Entry { name, place, .. } = item {
-            if name.state == State::Queued && name.due.is_none_or(|d| d <= now) {
-                total += 1;
-                heap.push((name.id, name, PlaceKey(place)));
-                if heap.len() > max {
-                    heap.pop();
-                }
+        if let Item::Entry { name, place, .. } = item
+            && name.state == State::Queued
+            && name.due.is_none_or(|d| d <= now)
+        {
+            total += 1;
+            heap.push((name.id, name, PlaceKey(place)));
+            if heap.len() > max {
+                heap.pop();
             }
         }
     })?;
     let mut v: Vec<_> = heap.into_iter().map(|(_, n, p)| (n, p.0)).collect();
-    v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    v.sort_by_key(|a| a.0.id);
     Ok((v, total))
 }
 
@@ -523,12 +524,12 @@ fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
             break;
         };
         let mut st = Stats::default();
-        if let Err(e) = process(sh, slot, &mut transport, &name, place, &mut st) {
-            if !e.to_string().contains("abandoned") {
-                st.errors += 1;
-                sh.log
-                    .line(&format!("{} {} error: {e}", sh.queue.name(), name.id));
-            }
+        if let Err(e) = process(sh, slot, &mut transport, &name, place, &mut st)
+            && !e.to_string().contains("abandoned")
+        {
+            st.errors += 1;
+            sh.log
+                .line(&format!("{} {} error: {e}", sh.queue.name(), name.id));
         }
         if let Ok(mut s) = slot.lock() {
             s.current = None;

@@ -82,11 +82,11 @@ impl Queue {
             let de = de.map_err(|e| Error::io("cannot list queue", self.dir(), e))?;
             let fname = de.file_name();
             let ft = de.file_type().ok();
-            if ft.is_some_and(|t| t.is_dir()) {
-                if let Some(b) = bucket_of(fname.as_bytes()) {
-                    buckets[b as usize] = true;
-                    continue;
-                }
+            if ft.is_some_and(|t| t.is_dir())
+                && let Some(b) = bucket_of(fname.as_bytes())
+            {
+                buckets[b as usize] = true;
+                continue;
             }
             let size = if sizes {
                 de.metadata().ok().map(|m| m.len())

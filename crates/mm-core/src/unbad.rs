@@ -51,38 +51,60 @@ pub struct Released {
 }
 
 /// Releases `ids` (or, with `None`, every preserved entry) from `opts.from`.
-pub fn unbad(spool: &Spool, me: &Registration, ids: Option<&[EntryId]>, opts: &UnbadOptions, f: &mut dyn FnMut(Released)) -> Result<()> {
+pub fn unbad(
+    spool: &Spool,
+    me: &Registration,
+    ids: Option<&[EntryId]>,
+    opts: &UnbadOptions,
+    f: &mut dyn FnMut(Released),
+) -> Result<()> {
     let from = spool.queue(&opts.from);
     let mut found: Vec<(FileName, Place)> = Vec::new();
     from.scan(Slice::ALL, &mut |item| {
-        if let Item::Entry { name, place, .. } = item {
-            if matches!(name.state, State::Preserved | State::Claimed) {
-                found.push((name, place));
-            }
+        if let Item::Entry { name, place, .. } = item
+            && matches!(name.state, State::Preserved | State::Claimed)
+        {
+            found.push((name, place));
         }
     })?;
-    found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    found.sort_by_key(|a| a.0.id);
     let wanted: Vec<EntryId> = match ids {
         Some(ids) => ids.to_vec(),
-        None => found.iter().filter(|(n, _)| n.state == State::Preserved).map(|(n, _)| n.id).collect(),
+        None => found
+            .iter()
+            .filter(|(n, _)| n.state == State::Preserved)
+            .map(|(n, _)| n.id)
+            .collect(),
     };
     let now = clock::now_secs();
     for id in wanted {
-        let rep = |result, queue: Option<String>, detail: String| Released { id: id.to_string(), result, queue, detail };
+        let rep = |result, queue: Option<String>, detail: String| Released {
+            id: id.to_string(),
+            result,
+            queue,
+            detail,
+        };
         let Some((name, place)) = found
             .iter()
             .find(|(n, _)| n.id == id && n.state == State::Preserved)
             .or_else(|| found.iter().find(|(n, _)| n.id == id))
             .cloned()
         else {
-            f(rep("not-found", None, format!("no entry {id} in {}", opts.from)));
+            f(rep(
+                "not-found",
+                None,
+                format!("no entry {id} in {}", opts.from),
+            ));
             continue;
         };
         if name.state == State::Claimed {
             let holder = name.holder.clone().unwrap_or_default();
             let detail = match claim::liveness(spool, &holder, claim::DEFAULT_LEASE) {
                 Liveness::Alive(h) => format!("held by {} pid {} ({})", h.host, h.pid, h.what),
-                Liveness::Dead(why) => format!("claimed by a dead runner ({why}); run mm-recover -q {}", opts.from),
+                Liveness::Dead(why) => format!(
+                    "claimed by a dead runner ({why}); run mm-recover -q {}",
+                    opts.from
+                ),
             };
             f(rep("busy", None, detail));
             continue;
@@ -95,10 +117,22 @@ pub fn unbad(spool: &Spool, me: &Registration, ids: Option<&[EntryId]>, opts: &U
     Ok(())
 }
 
-fn release_one(spool: &Spool, me: &Registration, name: &FileName, place: Place, opts: &UnbadOptions, now: u64) -> Result<Released> {
+fn release_one(
+    spool: &Spool,
+    me: &Registration,
+    name: &FileName,
+    place: Place,
+    opts: &UnbadOptions,
+    now: u64,
+) -> Result<Released> {
     let from = spool.queue(&opts.from);
     let id = name.id;
-    let rep = |result, queue: Option<String>, detail: String| Released { id: id.to_string(), result, queue, detail };
+    let rep = |result, queue: Option<String>, detail: String| Released {
+        id: id.to_string(),
+        result,
+        queue,
+        detail,
+    };
     if opts.dry_run || opts.older_than.is_some() {
         // Look before claiming: the destination and the age come from the content.
         let (_, entry) = crate::report::read_for_view(&from.found_path(name, place));
@@ -110,12 +144,28 @@ fn release_one(spool: &Spool, me: &Registration, name: &FileName, place: Place, 
         if let Some(age) = opts.older_than {
             let at = q.map_or(id.secs(), |q| q.at);
             if now.saturating_sub(at) < age.as_secs() {
-                return Ok(rep("skipped", None, format!("quarantined less than {} ago", humantime::format_duration(age))));
+                return Ok(rep(
+                    "skipped",
+                    None,
+                    format!(
+                        "quarantined less than {} ago",
+                        humantime::format_duration(age)
+                    ),
+                ));
             }
         }
         if opts.dry_run {
-            let dest = opts.to.as_ref().map(|t| t.to_string()).or(q.map(|q| q.from_queue.clone())).unwrap_or(entry.meta.queue.clone());
-            return Ok(rep("released", Some(dest.clone()), format!("would return to {dest}")));
+            let dest = opts
+                .to
+                .as_ref()
+                .map(|t| t.to_string())
+                .or(q.map(|q| q.from_queue.clone()))
+                .unwrap_or(entry.meta.queue.clone());
+            return Ok(rep(
+                "released",
+                Some(dest.clone()),
+                format!("would return to {dest}"),
+            ));
         }
     }
     let c = match Claim::take(spool, &from, name, place, me.token())? {
@@ -127,12 +177,22 @@ fn release_one(spool: &Spool, me: &Registration, name: &FileName, place: Place, 
     let dest_name = match &opts.to {
         Some(t) => t.clone(),
         None => {
-            let q = c.entry.meta.quarantine.as_ref().map(|q| q.from_queue.clone()).unwrap_or(c.entry.meta.queue.clone());
+            let q = c
+                .entry
+                .meta
+                .quarantine
+                .as_ref()
+                .map(|q| q.from_queue.clone())
+                .unwrap_or(c.entry.meta.queue.clone());
             match QueueName::new(&q) {
                 Ok(n) => n,
                 Err(e) => {
                     c.release_unsaved_as_preserved()?;
-                    return Ok(rep("failed", None, format!("cannot tell where it came from: {e}; use --to")));
+                    return Ok(rep(
+                        "failed",
+                        None,
+                        format!("cannot tell where it came from: {e}; use --to"),
+                    ));
                 }
             }
         }
@@ -144,15 +204,36 @@ fn release_one(spool: &Spool, me: &Registration, name: &FileName, place: Place, 
         let tmp = bucket.join(FileName::writing(id, Some(me.token())).to_string());
         fsx::write_and_rename(&tmp, &dest.path(&FileName::queued(id)), &orig, true)?;
         fsx::sync_dir(&bucket)?;
-        std::fs::remove_file(c.path()).map_err(|e| crate::Error::io("cannot remove", c.path(), e))?;
-        return Ok(rep("released", Some(dest_name.to_string()), "original bytes restored".into()));
+        std::fs::remove_file(c.path())
+            .map_err(|e| crate::Error::io("cannot remove", c.path(), e))?;
+        return Ok(rep(
+            "released",
+            Some(dest_name.to_string()),
+            "original bytes restored".into(),
+        ));
     }
-    let reason = c.entry.meta.quarantine.take().map(|q| q.reason).unwrap_or_default();
+    let reason = c
+        .entry
+        .meta
+        .quarantine
+        .take()
+        .map(|q| q.reason)
+        .unwrap_or_default();
     c.entry.meta.recoveries = 0;
     c.entry.meta.next_attempt = None;
-    c.entry.note(now, format!("released from {} to {dest_name} by mm-unbad (was: {reason})", opts.from));
+    c.entry.note(
+        now,
+        format!(
+            "released from {} to {dest_name} by mm-unbad (was: {reason})",
+            opts.from
+        ),
+    );
     c.move_to(&dest, State::Queued, None)?;
-    Ok(rep("released", Some(dest_name.to_string()), format!("was: {reason}")))
+    Ok(rep(
+        "released",
+        Some(dest_name.to_string()),
+        format!("was: {reason}"),
+    ))
 }
 
 impl Claim {

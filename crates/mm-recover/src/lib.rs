@@ -59,7 +59,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let queues = if cli.queues.is_empty() {
         spool.queues()?
     } else {
-        cli.queues.iter().map(|q| spool.queue_named(q)).collect::<Result<_, _>>()?
+        cli.queues
+            .iter()
+            .map(|q| spool.queue_named(q))
+            .collect::<Result<_, _>>()?
     };
     let me = Registration::register(&spool, "mm-recover", claim::DEFAULT_LEASE)?;
     let opts = RecoverOptions {
@@ -77,9 +80,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             recover::recover_queue(&spool, q, &me, &opts, &mut |a: Action| {
                 *counts.entry(a.action).or_default() += 1;
                 let r = if cli.json {
-                    serde_json::to_writer(&mut out, &a).map_err(std::io::Error::other).and_then(|_| out.write_all(b"\n"))
+                    serde_json::to_writer(&mut out, &a)
+                        .map_err(std::io::Error::other)
+                        .and_then(|_| out.write_all(b"\n"))
                 } else {
-                    writeln!(out, "{} {} {} {} ({})", a.action, a.queue, a.id.as_deref().unwrap_or("-"), a.path.display(), a.detail)
+                    writeln!(
+                        out,
+                        "{} {} {} {} ({})",
+                        a.action,
+                        a.queue,
+                        a.id.as_deref().unwrap_or("-"),
+                        a.path.display(),
+                        a.detail
+                    )
                 };
                 if let Err(e) = r {
                     io_err.get_or_insert(e);
@@ -107,5 +120,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             n("failed")
         )?;
     }
-    Ok(if counts.contains_key("failed") { exit::TEMPFAIL } else { 0 })
+    Ok(if counts.contains_key("failed") {
+        exit::TEMPFAIL
+    } else {
+        0
+    })
 }

@@ -142,13 +142,12 @@ impl Logger {
     }
 
     fn clear_bar(&self) {
-        if let Some(bar) = &self.bar {
-            if let Ok(mut b) = bar.lock() {
-                if b.drawn {
-                    eprint!("\r\x1b[K");
-                    b.drawn = false;
-                }
-            }
+        if let Some(bar) = &self.bar
+            && let Ok(mut b) = bar.lock()
+            && b.drawn
+        {
+            eprint!("\r\x1b[K");
+            b.drawn = false;
         }
     }
 }
@@ -161,10 +160,10 @@ impl Log for Logger {
         }
         self.clear_bar();
         let Ok(mut out) = self.out.lock() else { return };
-        if self.hup.swap(false, Ordering::Relaxed) {
-            if let Ok(w) = Logger::open(&self.path) {
-                *out = w;
-            }
+        if self.hup.swap(false, Ordering::Relaxed)
+            && let Ok(w) = Logger::open(&self.path)
+        {
+            *out = w;
         }
         let _ = writeln!(
             out,

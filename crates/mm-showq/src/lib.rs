@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 found.push((name, place));
             }
         })?;
-        found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        found.sort_by_key(|a| a.0.id);
         for (name, place) in found {
             let path = q.found_path(&name, place);
             let (size, entry) = report::read_for_view(&path);

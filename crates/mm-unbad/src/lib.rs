@@ -33,7 +33,11 @@ pub struct Cli {
     #[arg(long, value_name = "QUEUE")]
     pub to: Option<String>,
     /// Entry ids to release.
-    #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub ids: Vec<String>,
     /// Release every entry of the quarantine queue (must be spelled out).
     #[arg(long)]
@@ -53,29 +57,53 @@ pub struct Cli {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let from = QueueName::new(&cli.from)?;
     let to = cli.to.as_deref().map(QueueName::new).transpose()?;
-    let ids: Vec<EntryId> = cli.ids.iter().map(|s| EntryId::parse(s)).collect::<Result<_, Error>>()?;
+    let ids: Vec<EntryId> = cli
+        .ids
+        .iter()
+        .map(|s| EntryId::parse(s))
+        .collect::<Result<_, Error>>()?;
     let spool = cli.spool.open()?;
     let me = Registration::register(&spool, "mm-unbad", claim::DEFAULT_LEASE)?;
-    let opts = UnbadOptions { from, to, older_than: cli.older_than, dry_run: cli.dry_run };
+    let opts = UnbadOptions {
+        from,
+        to,
+        older_than: cli.older_than,
+        dry_run: cli.dry_run,
+    };
     let mut out = std::io::stdout().lock();
     let mut worst = 0u8;
     let mut io_err = None;
-    let r = unbad::unbad(&spool, &me, if cli.all { None } else { Some(&ids) }, &opts, &mut |r: Released| {
-        let code = match r.result {
-            "not-found" => exit::NOINPUT,
-            "busy" | "failed" => exit::TEMPFAIL,
-            _ => 0,
-        };
-        worst = worst.max(code);
-        let w = if cli.json {
-            serde_json::to_writer(&mut out, &r).map_err(std::io::Error::other).and_then(|_| out.write_all(b"\n"))
-        } else {
-            writeln!(out, "{} {} {} ({})", r.result, r.id, r.queue.as_deref().unwrap_or("-"), r.detail)
-        };
-        if let Err(e) = w {
-            io_err.get_or_insert(e);
-        }
-    });
+    let r = unbad::unbad(
+        &spool,
+        &me,
+        if cli.all { None } else { Some(&ids) },
+        &opts,
+        &mut |r: Released| {
+            let code = match r.result {
+                "not-found" => exit::NOINPUT,
+                "busy" | "failed" => exit::TEMPFAIL,
+                _ => 0,
+            };
+            worst = worst.max(code);
+            let w = if cli.json {
+                serde_json::to_writer(&mut out, &r)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                writeln!(
+                    out,
+                    "{} {} {} ({})",
+                    r.result,
+                    r.id,
+                    r.queue.as_deref().unwrap_or("-"),
+                    r.detail
+                )
+            };
+            if let Err(e) = w {
+                io_err.get_or_insert(e);
+            }
+        },
+    );
     me.unregister();
     r?;
     if let Some(e) = io_err {

@@ -86,7 +86,13 @@
 //! server offers it; otherwise the message is sent as is, like most MTAs do.
 //! No `SIZE` parameter (lettre's `ServerInfo` does not keep the limit).
 //! STARTTLS is required when configured (no opportunistic fallback).
-//! Certificates are checked by rustls against the platform's trust store.
+//! Certificates are checked by rustls against the platform's trust store
+//! (rustls-platform-verifier: the system CA bundle on Linux). Credentials are
+//! sent with `Tls::None` too (meant for a relay on localhost). A recipient
+//! without '@' (such as a bare `postmaster`) fails lettre's address syntax.
+//! Writing to a connection the server has closed relies on SIGPIPE being
+//! ignored, as the Rust runtime sets it up for every binary; a program that
+//! restores the default SIGPIPE action would be killed instead.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;

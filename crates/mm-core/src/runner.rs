@@ -180,11 +180,19 @@ fn abandoned() -> Error {
     Error::new(ErrorKind::Temporary, "abandoned at shutdown")
 }
 
-/// Runs `f` on the claim's file only if the slot was not abandoned.
-fn guarded<T>(slot: &SlotRef, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Runs `f` on the claim's file only if the slot was not abandoned and our
+/// lease is still good (a runner that could not renew it fences itself, so a
+/// recovery on another host never races with its writes).
+fn guarded<T>(me: &Registration, slot: &SlotRef, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let s = slot.lock().map_err(|_| abandoned())?;
     if s.abandoned {
         return Err(abandoned());
+    }
+    if !me.lease_ok() {
+        return Err(Error::new(
+            ErrorKind::Temporary,
+            "lease not renewed in time; not writing (mm-recover will take the entry back)",
+        ));
     }
     let r = f();
     drop(s);
@@ -555,7 +563,7 @@ fn process(
 ) -> Result<()> {
     let started = Instant::now();
     let qname = sh.queue.name().to_string();
-    let claimed = guarded(slot, || {
+    let claimed = guarded(sh.me, slot, || {
         Claim::take(sh.spool, &sh.queue, name, place, sh.me.token())
     })?;
     let mut c = match claimed {
@@ -592,7 +600,7 @@ fn process(
                 }
                 c.entry.meta.stage += 1;
                 if (c.entry.meta.stage as usize) < stages.len() {
-                    guarded(slot, || c.save())?;
+                    guarded(sh.me, slot, || c.save())?;
                 }
             }
             StageOutcome::Defer(reason) => {
@@ -600,7 +608,7 @@ fn process(
                 let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
                 c.entry.meta.next_attempt = Some(due);
                 c.entry.meta.last_error = Some(reason.clone());
-                guarded(slot, || c.release(Some(due)))?;
+                guarded(sh.me, slot, || c.release(Some(due)))?;
                 st.deferred += 1;
                 sh.log.line(&format!(
                     "{qname} {id} deferred until {}: {reason}",
@@ -609,7 +617,7 @@ fn process(
                 return Ok(());
             }
             StageOutcome::Shunt(reason) => {
-                guarded(slot, || {
+                guarded(sh.me, slot, || {
                     c.quarantine(sh.spool, queues::SHUNT, &reason).map(|_| ())
                 })?;
                 st.shunted += 1;
@@ -634,7 +642,7 @@ fn process(
             apply(&mut c.entry, results, &mut summary);
             // The last transaction's outcome is written by the final move below.
             if seen < total {
-                guarded(slot, || c.save())
+                guarded(sh.me, slot, || c.save())
             } else {
                 Ok(())
             }
@@ -691,7 +699,7 @@ fn process(
         .map(|(i, _)| i)
         .collect();
     if !new_failures.is_empty() {
-        guarded(slot, || {
+        guarded(sh.me, slot, || {
             write_bounce(sh.spool, &qname, &c.entry, &new_failures)
         })?;
         for i in new_failures {
@@ -708,7 +716,7 @@ fn process(
     if remaining > 0 && !matches!(transport, Transporter::None) {
         let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
         c.entry.meta.next_attempt = Some(due);
-        guarded(slot, || c.release(Some(due)))?;
+        guarded(sh.me, slot, || c.release(Some(due)))?;
         st.deferred += 1;
         verdict = format!("deferred until {}", clock::rfc3339(due));
     } else if let Some(next) = &sh.cfg.then {
@@ -716,11 +724,13 @@ fn process(
         c.entry.meta.next_attempt = None;
         c.entry.note(now, format!("passed from {qname} to {next}"));
         let dest = sh.spool.queue(next);
-        guarded(slot, || c.move_to(&dest, State::Queued, None).map(|_| ()))?;
+        guarded(sh.me, slot, || {
+            c.move_to(&dest, State::Queued, None).map(|_| ())
+        })?;
         st.passed += 1;
         verdict = format!("passed to {next}");
     } else {
-        guarded(slot, || c.finish())?;
+        guarded(sh.me, slot, || c.finish())?;
         st.finished += 1;
         verdict = "done".into();
     }

@@ -13,6 +13,7 @@
 //! not exit 0), so removing them loses nothing. A runner's `ID.TOKEN.tmp` is
 //! removed once its holder is dead. Foreign files are reported, never touched.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,14 +70,16 @@ pub struct Action {
 }
 
 /// Recovers one queue's slice. `me` is the caller's own registration: its
-/// claims are never touched, and takeovers are made in its name.
+/// claims are never touched, and takeovers are made in its name. Returns the
+/// tokens of the live holders seen (see [`prune_records`]).
 pub fn recover_queue(
     spool: &Spool,
     queue: &Queue,
     me: &Registration,
     opts: &RecoverOptions,
     f: &mut dyn FnMut(Action),
-) -> Result<()> {
+) -> Result<BTreeSet<String>> {
+    let mut live = BTreeSet::new();
     let mut found = Vec::new();
     queue.scan(opts.slice, &mut |item| match item {
         Item::Entry { name, place, .. }
@@ -135,10 +138,13 @@ pub fn recover_queue(
             continue;
         }
         match claim::liveness(spool, &holder, opts.lease) {
-            Liveness::Alive(h) => f(act(
-                "busy",
-                format!("held by {} pid {} ({})", h.host, h.pid, h.what),
-            )),
+            Liveness::Alive(h) => {
+                live.insert(holder.clone());
+                f(act(
+                    "busy",
+                    format!("held by {} pid {} ({})", h.host, h.pid, h.what),
+                ))
+            }
             Liveness::Dead(why) => {
                 if opts.dry_run {
                     f(act("recovered", format!("would be taken back: {why}")));
@@ -155,7 +161,37 @@ pub fn recover_queue(
             }
         }
     }
-    Ok(())
+    Ok(live)
+}
+
+/// Removes the runner records of dead holders that hold nothing any more,
+/// after a sweep of every queue has taken their claims back; `live` is the
+/// union of what [`recover_queue`] returned. Returns the tokens removed.
+pub fn prune_records(
+    spool: &Spool,
+    me: &Registration,
+    live: &BTreeSet<String>,
+    lease: Duration,
+) -> Vec<String> {
+    let dir = spool.root().join(".runners");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for de in rd.flatten() {
+        let Some(token) = de.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if token == me.token() || live.contains(&token) || !crate::id::is_token(token.as_bytes()) {
+            continue;
+        }
+        if matches!(claim::liveness(spool, &token, lease), Liveness::Dead(_))
+            && std::fs::remove_file(de.path()).is_ok()
+        {
+            removed.push(token);
+        }
+    }
+    removed
 }
 
 fn take_back(

@@ -75,32 +75,44 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
     let mut io_err: Option<std::io::Error> = None;
+    let sweep = cli.queues.is_empty() && cli.slice.is_none() && !cli.dry_run;
+    let mut live = std::collections::BTreeSet::new();
     let result = (|| -> anyhow::Result<()> {
         for q in &queues {
-            recover::recover_queue(&spool, q, &me, &opts, &mut |a: Action| {
-                *counts.entry(a.action).or_default() += 1;
-                let r = if cli.json {
-                    serde_json::to_writer(&mut out, &a)
-                        .map_err(std::io::Error::other)
-                        .and_then(|_| out.write_all(b"\n"))
-                } else {
-                    writeln!(
-                        out,
-                        "{} {} {} {} ({})",
-                        a.action,
-                        a.queue,
-                        a.id.as_deref().unwrap_or("-"),
-                        a.path.display(),
-                        a.detail
-                    )
-                };
-                if let Err(e) = r {
-                    io_err.get_or_insert(e);
-                }
-            })?;
+            live.extend(recover::recover_queue(
+                &spool,
+                q,
+                &me,
+                &opts,
+                &mut |a: Action| {
+                    *counts.entry(a.action).or_default() += 1;
+                    let r = if cli.json {
+                        serde_json::to_writer(&mut out, &a)
+                            .map_err(std::io::Error::other)
+                            .and_then(|_| out.write_all(b"\n"))
+                    } else {
+                        writeln!(
+                            out,
+                            "{} {} {} {} ({})",
+                            a.action,
+                            a.queue,
+                            a.id.as_deref().unwrap_or("-"),
+                            a.path.display(),
+                            a.detail
+                        )
+                    };
+                    if let Err(e) = r {
+                        io_err.get_or_insert(e);
+                    }
+                },
+            )?);
         }
         Ok(())
     })();
+    if sweep && result.is_ok() {
+        // Every queue was swept: records of dead runners that hold nothing go.
+        recover::prune_records(&spool, &me, &live, cli.lease);
+    }
     me.unregister();
     result?;
     if let Some(e) = io_err {

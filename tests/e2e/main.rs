@@ -1,1 +1,13 @@
-//! Cross-tool black-box tests.
+//! Cross-tool black-box tests of the mm tools: every test runs the real
+//! binaries against its own temporary spool, through the harness of
+//! `tests/src/lib.rs`. Golden files live in `tests/fixtures/golden`
+//! (`MM_BLESS=1 cargo test -p mm-e2e` rewrites them).
+
+// mm-enqueue: concurrency, exact bytes, every exit code, full/read-only spools, modes.
+mod enqueue;
+// mm-showq: slices partition a queue, golden listings, a listing never writes.
+mod showq;
+// mm-dumpdb: golden dumps, corrupt files refused and left alone, unknown entries.
+mod dumpdb;
+// The fixed spool with known ids that the golden tests read.
+mod fixture;

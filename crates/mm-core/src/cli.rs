@@ -98,9 +98,17 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
                     },
                 );
             }
+            // clap's message spans lines (the missing arguments come on the
+            // next ones); keep everything before the usage, on one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("usage error");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let body: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let joined = body.join(" ");
+            let first = joined.strip_prefix("error: ").unwrap_or(&joined);
             eprintln!("{name}: {first} (see {name} --help)");
             return ExitCode::from(exit::USAGE);
         }

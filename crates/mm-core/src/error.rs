@@ -36,6 +36,8 @@ pub mod exit {
 /// What went wrong, as far as a caller needs to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// The command line is wrong.
+    Usage,
     /// Bad input: an address, a queue name, a message that is too large.
     Invalid,
     /// An entry file that cannot be decoded.
@@ -58,6 +60,7 @@ impl ErrorKind {
     /// The sysexits code a tool exits with for this kind.
     pub fn exit_code(self) -> u8 {
         match self {
+            ErrorKind::Usage => exit::USAGE,
             ErrorKind::Invalid | ErrorKind::Corrupt => exit::DATAERR,
             ErrorKind::NotFound => exit::NOINPUT,
             ErrorKind::Permission => exit::NOPERM,

@@ -134,14 +134,23 @@ fn resolve(cli: &Cli, arg: &str) -> anyhow::Result<(PathBuf, Option<FileName>, S
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| FileName::parse(n.as_bytes()));
-    // The queue is the directory above the bucket (or the drop-in's own directory).
-    let queue = path
-        .ancestors()
-        .skip(1)
-        .filter_map(|a| a.file_name().and_then(|n| n.to_str()))
-        .find(|n| mm_core::QueueName::new(n).is_ok() && n.len() != 2 || n.len() > 2)
-        .unwrap_or("?")
-        .to_string();
+    // The queue is the directory above the bucket, or the drop-in's own directory.
+    let dir_name = |p: Option<&Path>| {
+        p.and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    };
+    let parent = path.parent();
+    let is_bucket =
+        dir_name(parent).is_some_and(|n| n.len() == 2 && n.bytes().all(|c| c.is_ascii_hexdigit()));
+    let queue = if is_bucket {
+        dir_name(parent.and_then(Path::parent))
+    } else {
+        dir_name(parent)
+    };
+    let queue = queue
+        .filter(|q| mm_core::QueueName::new(q).is_ok())
+        .unwrap_or_else(|| "?".into());
     Ok((path, name, queue))
 }
 
@@ -226,7 +235,17 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     }
     writeln!(out, "message:      {} bytes", e.message.len())?;
     writeln!(out)?;
-    out.write_all(String::from_utf8_lossy(&e.message).as_bytes())?;
+    // Control bytes would drive the terminal: show them as ^X (--raw has the bytes).
+    let text: String = String::from_utf8_lossy(&e.message)
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if (c as u32) < 0x20 => format!("^{}", char::from(b'@' + c as u8)),
+            '\u{7f}' => "^?".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    out.write_all(text.as_bytes())?;
     if !e.message.ends_with(b"\n") && !e.message.is_empty() {
         writeln!(out)?;
     }

@@ -70,6 +70,10 @@ pub struct Cli {
 }
 
 fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(Error::new(ErrorKind::Usage, msg))
+}
+
+fn data(msg: String) -> anyhow::Error {
     anyhow::Error::new(Error::new(ErrorKind::Invalid, msg))
 }
 
@@ -151,7 +155,7 @@ fn read_limited(r: impl Read, max: u64) -> anyhow::Result<Vec<u8>> {
             ))
         })?;
     if buf.len() as u64 > max {
-        return Err(usage(format!(
+        return Err(data(format!(
             "message exceeds the limit of {max} bytes (--max-size)"
         )));
     }

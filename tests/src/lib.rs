@@ -389,23 +389,18 @@ impl TestSpool {
 
 /// Every path under `dir` (not following links) with its metadata.
 fn walk(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let rd =
-            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
-        for de in rd {
-            let de = de.unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
-            let p = de.path();
-            let m = std::fs::symlink_metadata(&p)
-                .unwrap_or_else(|e| panic!("cannot stat {}: {e}", p.display()));
-            if m.is_dir() {
-                todo.push(p.clone());
-            }
-            out.push((p, m));
-        }
-    }
-    out
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap_or_else(|e| panic!("cannot walk {}: {e}", dir.display()));
+            let m = e
+                .metadata()
+                .unwrap_or_else(|err| panic!("cannot stat {}: {err}", e.path().display()));
+            (e.into_path(), m)
+        })
+        .collect()
 }
 
 /// What a snapshot records of one path.

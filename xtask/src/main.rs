@@ -1,1 +1,115 @@
-fn main() {}
+//! `cargo xtask`: the project's chores, written in Rust so that plain `cargo`
+//! is all a developer or CI needs (matklad's cargo-xtask pattern; the alias is
+//! in `.cargo/config.toml`).
+//!
+//! One subcommand per task, one module per subcommand:
+//!
+//! * `man [--check]`: render `man/mm-*.1` from each tool's clap `Cli` plus the
+//!   hand-written sections in `src/man/`; `--check` only compares (CI, and the
+//!   `#[test]` in `man.rs`).
+//! * `completions [--out DIR]`: bash, zsh and fish completions for every tool.
+//! * `demo`: the README's main job: enqueue, deliver to an in-process SMTP
+//!   server, show the queues, on any machine with no MTA.
+//!
+//! Tasks never depend on the current directory: paths come from
+//! [`project_root`].
+
+mod completions;
+mod demo;
+mod man;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The mm project's chores.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Render the man pages into man/ (generated files, committed).
+    Man {
+        /// Change nothing; fail if a committed page differs from what would be rendered.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write bash, zsh and fish completions for every tool (not committed).
+    Completions {
+        /// Where to write them [default: target/completions]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Enqueue sample mail and deliver it to an in-process SMTP server, showing the queues.
+    Demo {
+        /// Keep the temporary spool afterwards (its path is printed) to look around in it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// One of the six tools: its binary name and its clap definition.
+#[derive(Clone, Copy)]
+pub struct Tool {
+    /// The binary (and man page) name.
+    pub name: &'static str,
+    /// The tool's `Cli::command()`.
+    pub command: fn() -> clap::Command,
+}
+
+/// Every tool, in the order the README lists them.
+pub const TOOLS: [Tool; 6] = [
+    Tool {
+        name: "mm-enqueue",
+        command: mm_enqueue::Cli::command,
+    },
+    Tool {
+        name: "mm-runq",
+        command: mm_runq::Cli::command,
+    },
+    Tool {
+        name: "mm-showq",
+        command: mm_showq::Cli::command,
+    },
+    Tool {
+        name: "mm-dumpdb",
+        command: mm_dumpdb::Cli::command,
+    },
+    Tool {
+        name: "mm-recover",
+        command: mm_recover::Cli::command,
+    },
+    Tool {
+        name: "mm-unbad",
+        command: mm_unbad::Cli::command,
+    },
+];
+
+/// The workspace root, from where this crate's manifest is (never the current directory).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent directory")
+        .to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Man { check } => man::run(&project_root(), check),
+        Task::Completions { out } => completions::run(&project_root(), out),
+        Task::Demo { keep } => demo::run(&project_root(), keep),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

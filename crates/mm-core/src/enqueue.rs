@@ -276,8 +276,10 @@ fn write_tmp(tmp: &std::path::Path, bytes: &[u8], sync: bool) -> Result<()> {
     let r = (|| {
         let mut f = fsx::create_new(tmp)?;
         f.write_all(bytes).map_err(io_err("cannot write", tmp))?;
+        crate::crashpoint::here("enqueue-after-write");
         if sync {
             f.sync_data().map_err(io_err("cannot sync", tmp))?;
+            crate::crashpoint::here("enqueue-after-fsync");
         }
         Ok(())
     })();
@@ -310,6 +312,7 @@ fn commit(queue: &Queue, mut pending: Vec<Pending>, group: bool) -> Result<Vec<E
                 )
             })?;
             p.renamed = true;
+            crate::crashpoint::here("enqueue-after-rename");
         }
         if single {
             let mut dirs: Vec<&std::path::Path> =

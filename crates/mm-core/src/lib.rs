@@ -35,6 +35,7 @@ pub mod claim;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+pub mod crashpoint;
 pub mod delivery;
 pub mod enqueue;
 pub mod entry;

@@ -576,6 +576,7 @@ fn process(
         }
         Claimed::Entry(c) => *c,
     };
+    crate::crashpoint::here("runner-after-claim");
     if let Ok(mut s) = slot.lock() {
         s.current = Some((sh.queue.clone(), c.id(), c.path().to_path_buf()));
     }
@@ -642,7 +643,9 @@ fn process(
             apply(&mut c.entry, results, &mut summary);
             // The last transaction's outcome is written by the final move below.
             if seen < total {
-                guarded(sh.me, slot, || c.save())
+                guarded(sh.me, slot, || c.save())?;
+                crate::crashpoint::here("runner-after-record");
+                Ok(())
             } else {
                 Ok(())
             }
@@ -650,13 +653,17 @@ fn process(
         let r = match transport {
             #[cfg(feature = "smtp")]
             Transporter::Smtp(client) => client.deliver(&sender, &pending, &message, &mut record),
-            Transporter::Dir(dir) => record(&local::deliver_to_dir(
-                dir,
-                &id.to_string(),
-                &sender,
-                &pending,
-                &message,
-            )),
+            // One copy, then its record, recipient by recipient.
+            Transporter::Dir(dir) => pending.iter().try_for_each(|rcpt| {
+                let one = std::slice::from_ref(rcpt);
+                record(&local::deliver_to_dir(
+                    dir,
+                    &id.to_string(),
+                    &sender,
+                    one,
+                    &message,
+                ))
+            }),
             Transporter::Discard => record(&local::discard(&pending)),
             Transporter::None => Ok(()),
         };
@@ -730,6 +737,7 @@ fn process(
         st.passed += 1;
         verdict = format!("passed to {next}");
     } else {
+        crate::crashpoint::here("runner-before-finish");
         guarded(sh.me, slot, || c.finish())?;
         st.finished += 1;
         verdict = "done".into();

@@ -1,6 +1,7 @@
 //! Transports that need no MTA: a directory of delivered copies, and discard.
 //!
-//! `--deliver-to DIR` writes each delivered copy as a file in maildir layout
+//! `--deliver-to DIR` writes each delivered copy as a file in maildir layout,
+//! named `ID.INDEX.RCPT.PID.SEQ.RANDOM` so a repeated delivery is a new file
 //! (`DIR/tmp` then renamed into `DIR/new`, `fsync`ed), one file per recipient,
 //! with `Return-Path:` and `Delivered-To:` lines prepended as a local delivery
 //! agent does. It is the built-in default of the README's demo, and what an
@@ -65,7 +66,15 @@ fn write_copy(
             }
         })
         .collect();
-    let name = format!("{id}.{index}.{safe}");
+    // Unique per delivery, like a maildir name: a second copy (after a crash
+    // between the copy and its record) is a second file, never an overwrite.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!(
+        "{id}.{index}.{safe}.{}.{seq}.{:x}",
+        std::process::id(),
+        u32::from_le_bytes(fsx::random_bytes()[..4].try_into().unwrap_or([0; 4]))
+    );
     let tmp = dir.join("tmp").join(&name);
     let dest = dir.join("new").join(&name);
     let mut bytes = Vec::with_capacity(message.len() + 128);

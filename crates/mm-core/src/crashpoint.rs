@@ -1,0 +1,26 @@
+//! Test-only crash points: `MM_TEST_CRASH_AT=NAME` makes the process die with
+//! SIGKILL semantics (abort, no unwinding, no cleanup) when it reaches the
+//! named step of its file protocol, so the tests can show that every step is
+//! recoverable with nothing lost. Unset (always, in production) it costs one
+//! relaxed load.
+//!
+//! The points: `enqueue-after-write`, `enqueue-after-fsync`,
+//! `enqueue-after-rename` (before the directory fsync), `runner-after-claim`,
+//! `runner-after-record` (a per-recipient record made durable),
+//! `runner-before-finish` (all delivered, entry not yet removed).
+
+use std::sync::OnceLock;
+
+/// Dies here if `MM_TEST_CRASH_AT` names this point.
+pub fn here(point: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("MM_TEST_CRASH_AT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    if at.as_deref() == Some(point) {
+        // A crash, as a kill -9 would: no destructors, no flush.
+        std::process::abort();
+    }
+}

@@ -11,3 +11,5 @@ mod showq;
 mod dumpdb;
 // The fixed spool with known ids that the golden tests read.
 mod fixture;
+// Crash points: each step of the enqueue and runner file protocols, killed and recovered.
+mod crashpoints;

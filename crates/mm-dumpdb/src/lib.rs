@@ -237,6 +237,7 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     writeln!(out)?;
     // Control bytes would drive the terminal: show them as ^X (--raw has the bytes).
     let text: String = String::from_utf8_lossy(&e.message)
+        .replace("\r\n", "\n")
         .chars()
         .map(|c| match c {
             '\n' | '\t' => c.to_string(),

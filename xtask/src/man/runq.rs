@@ -1,0 +1,133 @@
+//! The hand-written part of mm-runq(1), from `crates/mm-runq/src/lib.rs` and
+//! `mm_core::{runner, pipeline, delivery::smtp}`.
+
+use super::common::{Env, SOFTWARE, USAGE};
+use super::{
+    Block::{Item, Text},
+    Example, Page,
+};
+
+pub const PAGE: Page = Page {
+    description: &[
+        Text(
+            "`mm-runq` runs one queue (`out` unless `-q` says otherwise), or one slice of it \
+             (`--slice`). It claims each due entry by renaming it, so any number of runners, \
+             on one host or on several sharing the spool, never handle an entry twice. It \
+             runs the pipeline stages, delivers to the recipients still pending, and leaves \
+             the entry in a defined state:",
+        ),
+        Item(
+            "all recipients done",
+            "The entry is removed, or passed on to the queue named by `--then`. A bounce \
+             record goes into `bounces` for the recipients that failed.",
+        ),
+        Item(
+            "some recipients deferred",
+            "Their progress is written and the entry is put back, deferred, due after a \
+             backoff between `--retry-min` and `--retry-max`. Recipients still pending \
+             `--give-up-after` the first attempt fail.",
+        ),
+        Item(
+            "undecodable, or refused by a stage",
+            "The entry goes to `bad`, or to `shunt` with the stage's reason.",
+        ),
+        Text(
+            "Delivery is over SMTP to one server (`--smtp`), into a maildir (`--deliver-to`), \
+             or nowhere (`--discard`). With none of them and no stage or `--then`, it is SMTP \
+             to *localhost:25*. Each recipient has its own outcome: a 2xx reply delivers it, a \
+             5xx fails it, and a 4xx, a timeout or a lost connection defers it. A delivered \
+             recipient is never sent to again.
+
+             A stage runs `sh -c CMD` with the message on standard input and the envelope in \
+             `MM_ID`, `MM_QUEUE`, `MM_SENDER`, `MM_RECIPIENTS`, `MM_LIST`, `MM_STAGE` and \
+             `MM_ATTEMPTS`. Stages run in command-line order; a `--filter` stage's output \
+             becomes the message. Exit 0 goes on, 75 defers the entry, and anything else \
+             sends it to `shunt`. A stage that succeeded is not run again.
+
+             With `--until-empty` it stops when no due entry is left, and with `--once` after \
+             one pass; otherwise it runs as a service. On SIGTERM or SIGINT it stops claiming, \
+             lets the entries in hand finish for up to `--stop-timeout`, puts back any still \
+             busy, and exits 0; a second signal exits at once. SIGHUP reopens the `--log` \
+             file.
+
+             At start it takes back the entries of its queue and slice whose runner died, as \
+             `mm-recover` does. Only one runner of a queue and slice runs at a time: another \
+             one says so on standard error and exits 0.",
+        ),
+    ],
+    examples: &[
+        Example {
+            what: "Deliver `out` through the local MTA until it is empty, from *cron*(8) \
+                   every five minutes:",
+            lines: &["*/5 * * * *  mm  mm-runq -q out --until-empty --quiet"],
+        },
+        Example {
+            what: "A service with four SMTP connections to a smarthost, with STARTTLS and \
+                   AUTH (see SECURITY about the password):",
+            lines: &[
+                "mm-runq -q out --connections 4 \\",
+                "    --smtp 'smtp+starttls://user:pass@relay.example.org:587'",
+            ],
+        },
+        Example {
+            what: "Three machines sharing a spool, one slice each:",
+            lines: &[
+                "mm-runq -q out --slice 1/3",
+                "mm-runq -q out --slice 2/3",
+                "mm-runq -q out --slice 3/3",
+            ],
+        },
+        Example {
+            what: "A pipeline from `in` to `out`: archive, then rewrite, then pass on:",
+            lines: &["mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out"],
+        },
+        Example {
+            what: "No MTA at all: deliver copies into a maildir:",
+            lines: &["mm-runq -q out --deliver-to /tmp/delivered --until-empty"],
+        },
+        Example {
+            what: "Retry sooner and give up after a day, for a list whose readers prefer \
+                   late mail to none:",
+            lines: &["mm-runq -q out --retry-min 1m --retry-max 1h --give-up-after 1d"],
+        },
+    ],
+    exit: &[
+        (
+            0,
+            "Done: no due entry is left (`--until-empty`, `--once`), the service was stopped \
+             by a signal, or another runner of this queue and slice was already running. \
+             Deferred and failed recipients are outcomes, not errors.",
+        ),
+        (64, USAGE),
+        (65, "A bad queue name in `-q` or `--then`."),
+        (70, SOFTWARE),
+        (
+            75,
+            "Some entries could not be processed (the last log line counts them as errors; \
+             they are left for the next run), or the spool is missing, or a write failed.",
+        ),
+        (77, "Permission denied in the spool or on the `--log` file."),
+        (
+            78,
+            "A configuration error: a bad `--smtp` URL, `--retry-min` longer than \
+             `--retry-max`, or `--spool` is not a directory.",
+        ),
+    ],
+    files: "`mm-runq` claims *QUEUE/BB/ID.pck* (or *ID.DUE.pck*) by renaming it to \
+            *ID.TOKEN.bak*, rewrites it through *ID.TOKEN.tmp*, writes its record in \
+            *.runners*, holds *.locks/QUEUE.K-N.lock* while it runs, and writes bounce \
+            records into *bounces*.",
+    environment: &[
+        Env::Spool,
+        Env::Host,
+        Env::TestNow,
+        Env::TestClockOffset,
+        Env::TestCrashAt,
+    ],
+    security: "`mm-runq` runs as the runner's user. Stage commands come only from its command \
+               line, never from mail, and run as that user. A password in the `--smtp` URL \
+               can be read by every local user in the process list (*ps*(1), \
+               */proc/PID/cmdline*): on a host with untrusted users, mount */proc* with \
+               `hidepid` or let the smarthost trust the host's address instead.",
+    see_also: &[("sh", "1"), ("cron", "8"), ("sysexits", "3")],
+};

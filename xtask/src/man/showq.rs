@@ -1,0 +1,82 @@
+//! The hand-written part of mm-showq(1), from `crates/mm-showq/src/lib.rs` and
+//! `mm_core::report`.
+
+use super::common::{ALL_ENV, SOFTWARE, USAGE};
+use super::{
+    Block::{Item, Text},
+    Example, Page,
+};
+
+pub const PAGE: Page = Page {
+    description: &[
+        Text(
+            "`mm-showq` shows what is in the queues. Without arguments it prints one line per \
+             queue: how many entries are queued (due now), deferred, claimed, preserved and \
+             being written, the age of the oldest, and the bytes used. The summary comes from \
+             file names alone, no entry is opened, so it is fast at any backlog.
+
+             With queue names it lists those queues entry by entry, oldest first: id, state, \
+             age, size, attempts, when the next attempt is due, sender, first recipient (and \
+             how many more), the runner holding a claimed entry (or that it is dead), and the \
+             last error.
+
+             It is read-only: it never claims, renames or writes anything, and it is safe to \
+             run while runners run. An entry that moves while it is being listed is skipped. \
+             The states are:",
+        ),
+        Item("queued", "Due now (*ID.pck*)."),
+        Item("deferred", "Waiting for its next attempt (*ID.DUE.pck*)."),
+        Item("claimed", "Held by a runner (*ID.TOKEN.bak*)."),
+        Item(
+            "preserved",
+            "Quarantined in `bad` or `shunt` (*ID.psv*); see *mm-unbad*(1).",
+        ),
+        Item("writing", "Being written (*ID.tmp*)."),
+    ],
+    examples: &[
+        Example {
+            what: "A summary of every queue:",
+            lines: &["mm-showq"],
+        },
+        Example {
+            what: "One line per entry of `out`:",
+            lines: &["mm-showq out"],
+        },
+        Example {
+            what: "Only the second quarter of `out`, as the runner of that slice sees it:",
+            lines: &["mm-showq --slice 2/4 out"],
+        },
+        Example {
+            what: "The ids of the entries quarantined because they crashed their runner:",
+            lines: &["mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'"],
+        },
+        Example {
+            what: "Watch a backlog drain:",
+            lines: &["watch -n 10 mm-showq"],
+        },
+    ],
+    exit: &[
+        (
+            0,
+            "Shown, also when the reader of the output went away early (`| head`).",
+        ),
+        (64, USAGE),
+        (65, "A bad queue name."),
+        (70, SOFTWARE),
+        (
+            75,
+            "The spool is missing (not mounted), or a directory could not be read.",
+        ),
+        (
+            77,
+            "Permission denied: the user is not in the spool's group.",
+        ),
+        (78, "`--spool` is not a directory."),
+    ],
+    files: "`mm-showq` lists the queue directories and, for a per-entry listing, reads each \
+            entry and the runner records in *.runners*, all read-only.",
+    environment: ALL_ENV,
+    security: "`mm-showq` needs read access only, so any member of the spool's group can \
+               run it; it opens nothing for writing.",
+    see_also: &[("jq", "1")],
+};

@@ -1,0 +1,70 @@
+//! The hand-written part of mm-unbad(1), from `crates/mm-unbad/src/lib.rs` and
+//! `mm_core::unbad`.
+
+use super::common::{ALL_ENV, SOFTWARE, USAGE};
+use super::{Block::Text, Example, Page};
+
+pub const PAGE: Page = Page {
+    description: &[Text(
+        "`mm-unbad` returns quarantined entries to work once the cause is fixed. It takes the \
+         preserved entries (*ID.psv*) of `bad`, or of the queue named by `--from` (usually \
+         `shunt`), given by their ids or, with `--all`, every one of them (with \
+         `--older-than`, only those quarantined longer ago).
+
+         Each entry is claimed like any other, so two runs cannot both act on it. Its recovery \
+         count is reset, its quarantine record cleared and a history line added, and it goes \
+         back, queued and due now, to the queue it came from (or to `--to`). Its \
+         per-recipient progress and its history stay, so delivery resumes where it stopped. \
+         An entry that was kept because it could not be decoded gives back its original bytes \
+         exactly, for a newer mm or a fixed decoder.
+
+         Each entry is one line, `RESULT ID QUEUE (DETAIL)`, with `RESULT` one of `released`, \
+         `busy`, `not-found`, `skipped` and `failed`. `--dry-run` only reports.",
+    )],
+    examples: &[
+        Example {
+            what: "What is quarantined, and why:",
+            lines: &["mm-showq bad"],
+        },
+        Example {
+            what: "Return one entry to the queue it came from:",
+            lines: &["mm-unbad 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
+        },
+        Example {
+            what: "What releasing all of `shunt` would do:",
+            lines: &["mm-unbad --from shunt --all --dry-run"],
+        },
+        Example {
+            what: "Everything quarantined more than a day ago, into `retry`:",
+            lines: &["mm-unbad --all --older-than 1d --to retry"],
+        },
+    ],
+    exit: &[
+        (
+            0,
+            "Every entry was released (or, with `--dry-run`, would be).",
+        ),
+        (64, USAGE),
+        (
+            65,
+            "A malformed id, or a bad queue name in `--from` or `--to`.",
+        ),
+        (66, "An id is not in the quarantine queue."),
+        (70, SOFTWARE),
+        (
+            75,
+            "An entry was busy (claimed by another process; if that process died, run \
+             `mm-recover` on the quarantine queue) or could not be released, or the spool is \
+             missing. This status wins over 66.",
+        ),
+        (77, "Permission denied in the spool."),
+        (78, "`--spool` is not a directory."),
+    ],
+    files: "`mm-unbad` registers itself in *.runners* while it runs, claims *QUEUE/BB/ID.psv* \
+            by renaming it to *ID.TOKEN.bak*, and renames it into the destination queue as \
+            *ID.pck*.",
+    environment: ALL_ENV,
+    security: "`mm-unbad` runs as the runner's user: it renames and rewrites entries. Ids are \
+               validated before use, so only entries of the quarantine queue can be named.",
+    see_also: &[("sysexits", "3")],
+};

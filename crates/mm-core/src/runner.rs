@@ -436,14 +436,25 @@ fn run_passes(sh: &Shared<'_>) -> Result<Stats> {
                     let t = *stop_seen.get_or_insert_with(Instant::now);
                     if t.elapsed() >= cfg.stop_timeout {
                         abandon(&slots, sh.log);
-                        // The scope would join the stuck workers: leave now.
-                        let mut p = pass.lock().map(|p| p.clone()).unwrap_or_default();
-                        p.abandoned = true;
-                        if let Ok(mut t) = totals.lock() {
-                            t.add(&p);
-                            t.abandoned = true;
+                        // The scope would join the workers, which are blocked in
+                        // I/O: the one exit in the library, because the bound on a
+                        // stop is the contract and every claimed entry is back.
+                        sh.log.line(&format!(
+                            "{}: stopped after --stop-timeout; exiting",
+                            sh.queue.name()
+                        ));
+                        std::process::exit(0);
+                        #[allow(unreachable_code)]
+                        {
+                            // The scope would join the stuck workers: leave now.
+                            let mut p = pass.lock().map(|p| p.clone()).unwrap_or_default();
+                            p.abandoned = true;
+                            if let Ok(mut t) = totals.lock() {
+                                t.add(&p);
+                                t.abandoned = true;
+                            }
+                            return true;
                         }
-                        return true;
                     }
                 }
                 if let Ok(p) = pass.lock() {

@@ -13,3 +13,9 @@ mod dumpdb;
 mod fixture;
 // Crash points: each step of the enqueue and runner file protocols, killed and recovered.
 mod crashpoints;
+// mm-runq: per-recipient SMTP outcomes, retries, bounces, stops, concurrent and sliced runners, stages.
+mod runq;
+// SMTP servers for the runner tests: mailin-embedded in process, Postfix's smtp-sink.
+mod smtp;
+// Runners killed at random, corrupt entries, recovery beside live runners, poison entries, shared spools.
+mod crash;

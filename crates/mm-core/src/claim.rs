@@ -139,15 +139,26 @@ impl Registration {
                 format!("cannot encode runner record: {e}"),
             )
         })?;
+        // Lock the record before it is visible under its name: a recovery that
+        // sees the record must never find its lock free while we live (the lock
+        // follows the file through the rename).
         let tmp = dir.join(format!("{token}.tmp"));
-        fsx::write_and_rename(&tmp, &path, &json, true)?;
-        let file = File::open(&path).map_err(io_err("cannot open runner record", &path))?;
-        file.try_lock().map_err(|e| {
-            Error::new(
-                ErrorKind::Temporary,
-                format!("cannot lock runner record {}: {e}", path.display()),
-            )
-        })?;
+        let mut file = fsx::create_new(&tmp)?;
+        let published = (|| {
+            file.try_lock().map_err(|e| {
+                Error::new(
+                    ErrorKind::Temporary,
+                    format!("cannot lock runner record {}: {e}", tmp.display()),
+                )
+            })?;
+            std::io::Write::write_all(&mut file, &json).map_err(io_err("cannot write", &tmp))?;
+            file.sync_data().map_err(io_err("cannot sync", &tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err("cannot publish runner record", &path))
+        })();
+        if let Err(e) = published {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fsx::sync_dir(&dir)?;
         Ok(Arc::new(Registration {
             holder,

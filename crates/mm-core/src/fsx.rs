@@ -33,9 +33,12 @@ pub fn create_dir(path: &Path) -> Result<()> {
         Ok(()) => {
             fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
                 .map_err(io_err("cannot set the mode of", path))?;
-            if let Some(parent) = path.parent() {
-                sync_dir(parent)?;
-            }
+            // A one-part relative path has "" as its parent: the current directory.
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(parent)?;
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

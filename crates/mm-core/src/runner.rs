@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::claim::{Claim, Claimed, Registration};
@@ -199,19 +199,34 @@ fn guarded<T>(me: &Registration, slot: &SlotRef, f: impl FnOnce() -> Result<T>) 
     r
 }
 
-struct Shared<'a> {
-    spool: &'a Spool,
+/// What the main thread and the workers share. Owned, so a worker blocked
+/// in I/O can be left behind when a stop runs out of time.
+struct Shared {
+    spool: Spool,
     queue: Queue,
-    cfg: &'a RunnerConfig,
-    me: &'a Registration,
-    signals: &'a Signals,
-    log: &'a dyn Log,
+    cfg: RunnerConfig,
+    me: Arc<Registration>,
+    signals: Signals,
+    log: Arc<dyn Log>,
+    /// Entries of the current pass not yet taken by a worker.
     work: Mutex<VecDeque<(FileName, Place)>>,
+    /// Workers processing an entry; changed only under the `work` lock.
     busy: AtomicUsize,
+    /// Wakes idle workers when work arrives or the run closes.
+    wake: Condvar,
+    /// What the current pass did.
+    pass: Mutex<Stats>,
+    /// Set when the run ends: idle workers exit.
+    closing: AtomicBool,
 }
 
 /// Runs a queue runner until its mode says stop.
-pub fn run(spool: &Spool, cfg: &RunnerConfig, signals: &Signals, log: &dyn Log) -> Result<Outcome> {
+pub fn run(
+    spool: &Spool,
+    cfg: &RunnerConfig,
+    signals: &Signals,
+    log: Arc<dyn Log>,
+) -> Result<Outcome> {
     let queue = spool.queue(&cfg.queue);
     fsx::create_dir(queue.dir())?;
     // One runner per queue and slice (the cron singleton of seed 002).
@@ -276,16 +291,19 @@ pub fn run(spool: &Spool, cfg: &RunnerConfig, signals: &Signals, log: &dyn Log) 
         }
     })?;
 
-    let shared = Shared {
-        spool,
+    let shared = Arc::new(Shared {
+        spool: spool.clone(),
         queue,
-        cfg,
-        me: &me,
-        signals,
-        log,
+        cfg: cfg.clone(),
+        me: Arc::clone(&me),
+        signals: signals.clone(),
+        log: Arc::clone(&log),
         work: Mutex::new(VecDeque::new()),
         busy: AtomicUsize::new(0),
-    };
+        wake: Condvar::new(),
+        pass: Mutex::new(Stats::default()),
+        closing: AtomicBool::new(false),
+    });
     let result = run_passes(&shared);
     renewer_stop.store(true, Ordering::Relaxed);
     let stats = match result {
@@ -390,25 +408,34 @@ impl Ord for FileName {
     }
 }
 
-fn run_passes(sh: &Shared<'_>) -> Result<Stats> {
-    let cfg = sh.cfg;
-    let n = cfg.connections.max(1);
-    let slots: Vec<SlotRef> = (0..n)
+fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
+    let cfg = &sh.cfg;
+    let slots: Vec<SlotRef> = (0..cfg.connections.max(1))
         .map(|_| Arc::new(Mutex::new(Slot::default())))
         .collect();
-    let totals = Mutex::new(Stats::default());
+    let workers: Vec<_> = slots
+        .iter()
+        .map(|slot| {
+            let (sh, slot) = (Arc::clone(sh), Arc::clone(slot));
+            std::thread::spawn(move || worker(&sh, &slot))
+        })
+        .collect();
+    let mut totals = Stats::default();
     let mut done_so_far = 0u64;
-    loop {
+    let result = loop {
         if sh.signals.stop.load(Ordering::Relaxed) {
-            break;
+            break Ok(());
         }
         let now = clock::now_secs();
-        let (batch, total_due) = due_entries(&sh.queue, cfg.slice, now, cfg.batch)?;
+        let (batch, total_due) = match due_entries(&sh.queue, cfg.slice, now, cfg.batch) {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
         if batch.is_empty() {
             match cfg.mode {
-                Mode::Once | Mode::UntilEmpty => break,
+                Mode::Once | Mode::UntilEmpty => break Ok(()),
                 Mode::Service => {
-                    sleep_unless_stopped(sh.signals, cfg.poll);
+                    sleep_unless_stopped(&sh.signals, cfg.poll);
                     continue;
                 }
             }
@@ -416,72 +443,60 @@ fn run_passes(sh: &Shared<'_>) -> Result<Stats> {
         sh.log.progress(done_so_far, total_due);
         let taken = batch.len() as u64;
         sh.work.lock().map_err(|_| poisoned())?.extend(batch);
-        let pass = Mutex::new(Stats::default());
-        let forced = std::thread::scope(|scope| {
-            for slot in &slots {
-                let slot = Arc::clone(slot);
-                let pass = &pass;
-                scope.spawn(move || worker(sh, &slot, pass));
-            }
-            // Wait for the workers; on a stop, wait at most stop_timeout.
-            let mut stop_seen: Option<Instant> = None;
-            loop {
-                std::thread::sleep(Duration::from_millis(20));
-                let idle = sh.busy.load(Ordering::SeqCst) == 0
-                    && sh.work.lock().map(|w| w.is_empty()).unwrap_or(true);
-                if idle {
-                    return false;
-                }
-                if sh.signals.stop.load(Ordering::Relaxed) {
-                    let t = *stop_seen.get_or_insert_with(Instant::now);
-                    if t.elapsed() >= cfg.stop_timeout {
-                        abandon(&slots, sh.log);
-                        // The scope would join the workers, which are blocked in
-                        // I/O: the one exit in the library, because the bound on a
-                        // stop is the contract and every claimed entry is back.
-                        sh.log.line(&format!(
-                            "{}: stopped after --stop-timeout; exiting",
-                            sh.queue.name()
-                        ));
-                        std::process::exit(0);
-                        #[allow(unreachable_code)]
-                        {
-                            // The scope would join the stuck workers: leave now.
-                            let mut p = pass.lock().map(|p| p.clone()).unwrap_or_default();
-                            p.abandoned = true;
-                            if let Ok(mut t) = totals.lock() {
-                                t.add(&p);
-                                t.abandoned = true;
-                            }
-                            return true;
-                        }
-                    }
-                }
-                if let Ok(p) = pass.lock() {
-                    sh.log.progress(
-                        done_so_far + p.entries(),
-                        total_due.saturating_sub(p.entries()),
-                    );
-                }
-            }
-        });
-        if forced {
-            // Workers are blocked in I/O; their entries are back in the queue.
-            return Ok(totals.into_inner().unwrap_or_default());
-        }
-        let p = pass.into_inner().unwrap_or_default();
+        sh.wake.notify_all();
+        let forced = wait_for_pass(sh, &slots, done_so_far, total_due);
+        let p = std::mem::take(&mut *sh.pass.lock().map_err(|_| poisoned())?);
         done_so_far += p.entries();
-        totals.lock().map_err(|_| poisoned())?.add(&p);
-        if cfg.mode == Mode::Once && taken as usize >= 1 && total_due <= taken {
-            break;
+        totals.add(&p);
+        if forced {
+            // The stuck workers are left behind; their entries are back in the queue.
+            totals.abandoned = true;
+            return Ok(totals);
         }
-        if cfg.mode == Mode::Once && total_due > taken {
-            // One pass means every entry due when it began; go on with the rest.
-            continue;
+        // One pass means every entry due when it began, even past one batch.
+        if cfg.mode == Mode::Once && total_due <= taken {
+            break Ok(());
+        }
+    };
+    sh.closing.store(true, Ordering::SeqCst);
+    sh.wake.notify_all();
+    for w in workers {
+        let _ = w.join();
+    }
+    result.map(|()| totals)
+}
+
+/// Waits until the pass's work is done; on a stop, at most `stop_timeout`,
+/// after which busy workers are abandoned. Returns whether it had to.
+fn wait_for_pass(sh: &Shared, slots: &[SlotRef], done_so_far: u64, total_due: u64) -> bool {
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        {
+            let Ok(mut work) = sh.work.lock() else {
+                return false;
+            };
+            if sh.signals.stop.load(Ordering::Relaxed) {
+                work.clear();
+            }
+            if work.is_empty() && sh.busy.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+        }
+        if sh.signals.stop.load(Ordering::Relaxed) {
+            let t = *stop_seen.get_or_insert_with(Instant::now);
+            if t.elapsed() >= sh.cfg.stop_timeout {
+                abandon(slots, sh.log.as_ref());
+                return true;
+            }
+        }
+        if let Ok(p) = sh.pass.lock() {
+            sh.log.progress(
+                done_so_far + p.entries(),
+                total_due.saturating_sub(p.entries()),
+            );
         }
     }
-    sh.work.lock().map_err(|_| poisoned())?.clear();
-    Ok(totals.into_inner().unwrap_or_default())
 }
 
 fn poisoned() -> Error {
@@ -524,7 +539,7 @@ enum Transporter {
     None,
 }
 
-fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
+fn worker(sh: &Shared, slot: &SlotRef) {
     let mut transport = match &sh.cfg.transport {
         #[cfg(feature = "smtp")]
         Transport::Smtp(c) => Transporter::Smtp(crate::delivery::smtp::SmtpClient::new(c.clone())),
@@ -533,15 +548,25 @@ fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
         Transport::None => Transporter::None,
     };
     loop {
-        if sh.signals.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        sh.busy.fetch_add(1, Ordering::SeqCst);
-        let next = sh.work.lock().ok().and_then(|mut w| w.pop_front());
-        let Some((name, place)) = next else {
-            sh.busy.fetch_sub(1, Ordering::SeqCst);
-            break;
+        let next = {
+            let Ok(mut work) = sh.work.lock() else { break };
+            loop {
+                if sh.closing.load(Ordering::SeqCst) {
+                    break None;
+                }
+                if !sh.signals.stop.load(Ordering::Relaxed)
+                    && let Some(item) = work.pop_front()
+                {
+                    sh.busy.fetch_add(1, Ordering::SeqCst);
+                    break Some(item);
+                }
+                match sh.wake.wait_timeout(work, Duration::from_millis(100)) {
+                    Ok((w, _)) => work = w,
+                    Err(_) => return,
+                }
+            }
         };
+        let Some((name, place)) = next else { break };
         let mut st = Stats::default();
         if let Err(e) = process(sh, slot, &mut transport, &name, place, &mut st)
             && !e.to_string().contains("abandoned")
@@ -553,9 +578,10 @@ fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
         if let Ok(mut s) = slot.lock() {
             s.current = None;
         }
-        if let Ok(mut p) = pass.lock() {
+        if let Ok(mut p) = sh.pass.lock() {
             p.add(&st);
         }
+        let _w = sh.work.lock();
         sh.busy.fetch_sub(1, Ordering::SeqCst);
     }
     #[cfg(feature = "smtp")]
@@ -565,7 +591,7 @@ fn worker(sh: &Shared<'_>, slot: &SlotRef, pass: &Mutex<Stats>) {
 }
 
 fn process(
-    sh: &Shared<'_>,
+    sh: &Shared,
     slot: &SlotRef,
     transport: &mut Transporter,
     name: &FileName,
@@ -574,8 +600,8 @@ fn process(
 ) -> Result<()> {
     let started = Instant::now();
     let qname = sh.queue.name().to_string();
-    let claimed = guarded(sh.me, slot, || {
-        Claim::take(sh.spool, &sh.queue, name, place, sh.me.token())
+    let claimed = guarded(&sh.me, slot, || {
+        Claim::take(&sh.spool, &sh.queue, name, place, sh.me.token())
     })?;
     let mut c = match claimed {
         Claimed::Lost => return Ok(()),
@@ -612,7 +638,7 @@ fn process(
                 }
                 c.entry.meta.stage += 1;
                 if (c.entry.meta.stage as usize) < stages.len() {
-                    guarded(sh.me, slot, || c.save())?;
+                    guarded(&sh.me, slot, || c.save())?;
                 }
             }
             StageOutcome::Defer(reason) => {
@@ -620,7 +646,7 @@ fn process(
                 let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
                 c.entry.meta.next_attempt = Some(due);
                 c.entry.meta.last_error = Some(reason.clone());
-                guarded(sh.me, slot, || c.release(Some(due)))?;
+                guarded(&sh.me, slot, || c.release(Some(due)))?;
                 st.deferred += 1;
                 sh.log.line(&format!(
                     "{qname} {id} deferred until {}: {reason}",
@@ -629,8 +655,8 @@ fn process(
                 return Ok(());
             }
             StageOutcome::Shunt(reason) => {
-                guarded(sh.me, slot, || {
-                    c.quarantine(sh.spool, queues::SHUNT, &reason).map(|_| ())
+                guarded(&sh.me, slot, || {
+                    c.quarantine(&sh.spool, queues::SHUNT, &reason).map(|_| ())
                 })?;
                 st.shunted += 1;
                 sh.log.line(&format!("{qname} {id} shunted: {reason}"));
@@ -640,7 +666,13 @@ fn process(
     }
 
     // 2. Delivery to the pending recipients.
-    let pending: Vec<String> = c.entry.pending().map(|r| r.address.clone()).collect();
+    let positions: Vec<usize> = (0..c.entry.recipients.len())
+        .filter(|&i| c.entry.recipients[i].state == RcptState::Pending)
+        .collect();
+    let pending: Vec<String> = positions
+        .iter()
+        .map(|&i| c.entry.recipients[i].address.clone())
+        .collect();
     let mut summary = AttemptSummary::default();
     if !matches!(transport, Transporter::None) && !pending.is_empty() {
         c.entry.meta.attempts += 1;
@@ -654,7 +686,7 @@ fn process(
             apply(&mut c.entry, results, &mut summary);
             // The last transaction's outcome is written by the final move below.
             if seen < total {
-                guarded(sh.me, slot, || c.save())?;
+                guarded(&sh.me, slot, || c.save())?;
                 crate::crashpoint::here("runner-after-record");
                 Ok(())
             } else {
@@ -665,15 +697,15 @@ fn process(
             #[cfg(feature = "smtp")]
             Transporter::Smtp(client) => client.deliver(&sender, &pending, &message, &mut record),
             // One copy, then its record, recipient by recipient.
-            Transporter::Dir(dir) => pending.iter().try_for_each(|rcpt| {
-                let one = std::slice::from_ref(rcpt);
-                record(&local::deliver_to_dir(
+            Transporter::Dir(dir) => pending.iter().zip(&positions).try_for_each(|(rcpt, &i)| {
+                record(&[local::deliver_copy(
                     dir,
                     &id.to_string(),
+                    i,
                     &sender,
-                    one,
+                    rcpt,
                     &message,
-                ))
+                )])
             }),
             Transporter::Discard => record(&local::discard(&pending)),
             Transporter::None => Ok(()),
@@ -717,8 +749,8 @@ fn process(
         .map(|(i, _)| i)
         .collect();
     if !new_failures.is_empty() {
-        guarded(sh.me, slot, || {
-            write_bounce(sh.spool, &qname, &c.entry, &new_failures)
+        guarded(&sh.me, slot, || {
+            write_bounce(&sh.spool, &qname, &c.entry, &new_failures)
         })?;
         for i in new_failures {
             c.entry.recipients[i]
@@ -734,7 +766,7 @@ fn process(
     if remaining > 0 && !matches!(transport, Transporter::None) {
         let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
         c.entry.meta.next_attempt = Some(due);
-        guarded(sh.me, slot, || c.release(Some(due)))?;
+        guarded(&sh.me, slot, || c.release(Some(due)))?;
         st.deferred += 1;
         verdict = format!("deferred until {}", clock::rfc3339(due));
     } else if let Some(next) = &sh.cfg.then {
@@ -742,14 +774,14 @@ fn process(
         c.entry.meta.next_attempt = None;
         c.entry.note(now, format!("passed from {qname} to {next}"));
         let dest = sh.spool.queue(next);
-        guarded(sh.me, slot, || {
+        guarded(&sh.me, slot, || {
             c.move_to(&dest, State::Queued, None).map(|_| ())
         })?;
         st.passed += 1;
         verdict = format!("passed to {next}");
     } else {
         crate::crashpoint::here("runner-before-finish");
-        guarded(sh.me, slot, || c.finish())?;
+        guarded(&sh.me, slot, || c.finish())?;
         st.finished += 1;
         verdict = "done".into();
     }

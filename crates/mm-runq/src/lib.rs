@@ -306,15 +306,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             drawn: false,
         })
     });
-    let log = Logger {
+    let log = std::sync::Arc::new(Logger {
         path: cli.log.clone(),
         out: Mutex::new(Logger::open(&cli.log)?),
         hup: signals.hup.clone(),
         quiet: cli.quiet,
         bar,
-    };
+    });
 
-    match runner::run(&spool, &cfg, &signals, &log)? {
+    match runner::run(&spool, &cfg, &signals, log.clone())? {
         Outcome::AlreadyRunning(holder) => {
             eprintln!(
                 "mm-runq: another runner of {} {} is running ({holder}); exiting",

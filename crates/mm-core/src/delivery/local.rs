@@ -13,35 +13,29 @@ use std::path::Path;
 use super::{RcptResult, Verdict};
 use crate::fsx;
 
-/// Delivers one copy per recipient into the maildir `dir`.
-pub fn deliver_to_dir(
+/// Delivers one copy for the recipient at position `index` of the entry into
+/// the maildir `dir`.
+pub fn deliver_copy(
     dir: &Path,
     id: &str,
+    index: usize,
     sender: &str,
-    recipients: &[String],
+    rcpt: &str,
     message: &[u8],
-) -> Vec<RcptResult> {
-    recipients
-        .iter()
-        .enumerate()
-        .map(|(i, rcpt)| {
-            let r = write_copy(dir, id, i, sender, rcpt, message);
-            RcptResult {
-                address: rcpt.clone(),
-                verdict: if r.is_ok() {
-                    Verdict::Delivered
-                } else {
-                    Verdict::Deferred
-                },
-                reply: match r {
-                    Ok(name) => {
-                        format!("250 delivered to {}", dir.join("new").join(name).display())
-                    }
-                    Err(e) => format!("local delivery failed: {e}"),
-                },
-            }
-        })
-        .collect()
+) -> RcptResult {
+    let r = write_copy(dir, id, index, sender, rcpt, message);
+    RcptResult {
+        address: rcpt.to_string(),
+        verdict: if r.is_ok() {
+            Verdict::Delivered
+        } else {
+            Verdict::Deferred
+        },
+        reply: match r {
+            Ok(name) => format!("250 delivered to {}", dir.join("new").join(name).display()),
+            Err(e) => format!("local delivery failed: {e}"),
+        },
+    }
 }
 
 fn write_copy(

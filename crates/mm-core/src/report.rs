@@ -147,6 +147,17 @@ pub struct QuarantineView {
     pub from_queue: String,
 }
 
+/// A bounce record's origin, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct BounceView {
+    /// The entry whose recipients failed.
+    pub original_id: String,
+    /// Its queue.
+    pub original_queue: String,
+    /// refused or expired.
+    pub reason: String,
+}
+
 /// One entry, as shown by mm-showq (one line) and mm-dumpdb (whole).
 #[derive(Clone, Debug, Serialize)]
 pub struct EntryView {
@@ -192,6 +203,9 @@ pub struct EntryView {
     pub quarantine: Option<QuarantineView>,
     /// Free-form metadata.
     pub meta: Option<std::collections::BTreeMap<String, String>>,
+    /// For a bounce record: the entry it came from, its queue, and why
+    /// (`refused` or `expired`).
+    pub bounce: Option<BounceView>,
     /// Per-recipient detail (mm-dumpdb).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<RcptView>>,
@@ -243,6 +257,7 @@ pub fn view(
             .map(|t| holder_view(spool, t)),
         quarantine: None,
         meta: None,
+        bounce: None,
         recipients: None,
         history: None,
         error: None,
@@ -264,6 +279,11 @@ pub fn view(
                 from_queue: q.from_queue.clone(),
             });
             v.meta = Some(e.meta.kv.clone());
+            v.bounce = e.meta.bounce.as_ref().map(|b| BounceView {
+                original_id: b.original_id.clone(),
+                original_queue: b.original_queue.clone(),
+                reason: b.reason.clone(),
+            });
             if detail {
                 v.recipients = Some(
                     e.recipients

@@ -77,9 +77,23 @@ fn data(msg: String) -> anyhow::Error {
     anyhow::Error::new(Error::new(ErrorKind::Invalid, msg))
 }
 
+/// A problem of this installation rather than of the message (a spool the
+/// MTA's user may not write, a queue name that is wrong in master.cf, a spool
+/// path that is not a directory) is a temporary failure: Postfix and Exim
+/// keep the mail and retry on 75, but bounce it on 77 or 78. The message
+/// still names the path and what is missing, for the admin.
+fn local(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::Permission | ErrorKind::Config | ErrorKind::NotFound => {
+            e.with_kind(ErrorKind::Temporary)
+        }
+        _ => e,
+    }
+}
+
 /// Runs mm-enqueue.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let queue_name = QueueName::new(&cli.queue).map_err(|e| e.with_kind(ErrorKind::Config))?;
+    let queue_name = QueueName::new(&cli.queue).map_err(local)?;
     let limits = Limits {
         max_size: cli.max_size,
         max_rcpts: cli.max_rcpts,
@@ -106,7 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut probe = template.clone();
     probe.validate(&limits)?;
 
-    let spool = cli.spool.open()?;
+    let spool = cli.spool.open().map_err(local)?;
     let queue = spool.queue(&queue_name);
     let mut stdout = std::io::stdout().lock();
     if cli.files.is_empty() {
@@ -116,11 +130,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             message,
             ..template
         };
-        let id = mm_core::enqueue::enqueue(&spool, queue, limits, sub)?;
+        let id = mm_core::enqueue::enqueue(&spool, queue, limits, sub).map_err(local)?;
         writeln!(stdout, "{id}")?;
         return Ok(0);
     }
-    let mut q = Enqueuer::grouped(&spool, queue, limits)?;
+    let mut q = Enqueuer::grouped(&spool, queue, limits).map_err(local)?;
     for path in &cli.files {
         let f = std::fs::File::open(path)
             .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
@@ -130,14 +144,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             message,
             ..template.clone()
         })
+        .map_err(local)
         .with_context(|| format!("{}", path.display()))?;
         if q.should_commit() {
-            for id in q.commit()? {
+            for id in q.commit().map_err(local)? {
                 writeln!(stdout, "{id}")?;
             }
         }
     }
-    for id in q.commit()? {
+    for id in q.commit().map_err(local)? {
         writeln!(stdout, "{id}")?;
     }
     Ok(0)

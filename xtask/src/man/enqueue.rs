@@ -73,19 +73,12 @@ pub const PAGE: Page = Page {
         (70, SOFTWARE),
         (
             75,
-            "A temporary failure: the spool is missing (not mounted), it has less free space \
-             than `--min-free`, or a write failed. Nothing was acknowledged, so the MTA keeps \
-             the message and tries again later.",
-        ),
-        (
-            77,
-            "Permission denied in the spool: see SECURITY. Postfix treats this status as a \
-             permanent failure and bounces the message, so check the modes before mail \
-             arrives.",
-        ),
-        (
-            78,
-            "A configuration error: a bad queue name in `-q`, or `--spool` is not a directory.",
+            "A temporary failure: the spool is missing (not mounted), not a directory, or not \
+             writable by this user; the queue name in `-q` is wrong; it has less free space \
+             than `--min-free`; or a write failed. The message on standard error names the \
+             path and what is wrong. Nothing was acknowledged, so the MTA keeps the message \
+             and tries again later: a mistake in the installation defers mail, it never \
+             bounces it (Postfix bounces on 77 and 78, which mm-enqueue therefore never uses).",
         ),
     ],
     files: "`mm-enqueue` writes *QUEUE/BB/ID.tmp* and renames it to *QUEUE/BB/ID.pck*, \

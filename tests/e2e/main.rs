@@ -19,3 +19,5 @@ mod runq;
 mod smtp;
 // Runners killed at random, corrupt entries, recovery beside live runners, poison entries, shared spools.
 mod crash;
+// The selection language of showq/recover/unbad and showq --by.
+mod select;

@@ -29,6 +29,56 @@ impl SpoolArgs {
     }
 }
 
+/// The selection flags shared by mm-showq, mm-recover and mm-unbad (see select.rs).
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Selection (flags combine with AND)")]
+pub struct SelectArgs {
+    /// Envelope sender contains TEXT (case-insensitive; <> for the null sender).
+    #[arg(long, value_name = "TEXT")]
+    pub sender: Option<String>,
+    /// A recipient contains TEXT (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub rcpt: Option<String>,
+    /// A recipient is at DOMAIN or a subdomain of it.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// The entry belongs to mailing list NAME.
+    #[arg(long = "list", value_name = "NAME")]
+    pub list: Option<String>,
+    /// Enqueued longer ago than DUR (e.g. 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// Enqueued less than DUR ago.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub younger_than: Option<std::time::Duration>,
+    /// In state STATE (repeatable): queued, deferred, claimed, preserved, writing.
+    #[arg(long = "state", value_name = "STATE", value_parser = ["queued", "deferred", "claimed", "preserved", "writing"])]
+    pub states: Vec<String>,
+    /// The last error, quarantine reason or a recipient's last reply contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+    /// Only slice K of N (numbered from 1).
+    #[arg(long, value_name = "K/N", value_parser = parse_slice)]
+    pub slice: Option<Slice>,
+}
+
+impl SelectArgs {
+    /// The selector.
+    pub fn selector(&self) -> crate::select::Selector {
+        crate::select::Selector {
+            sender: self.sender.clone(),
+            rcpt: self.rcpt.clone(),
+            domain: self.domain.clone(),
+            list: self.list.clone(),
+            older_than: self.older_than,
+            younger_than: self.younger_than,
+            states: self.states.clone(),
+            error: self.error.clone(),
+            slice: self.slice,
+        }
+    }
+}
+
 /// Parses `--slice K/N`.
 pub fn parse_slice(s: &str) -> Result<Slice, String> {
     s.parse::<Slice>().map_err(|e| e.to_string())

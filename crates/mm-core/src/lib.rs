@@ -48,6 +48,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod scan;
+pub mod select;
 pub mod slice;
 pub mod spool;
 pub mod unbad;

@@ -24,14 +24,14 @@ use crate::clock;
 use crate::error::Result;
 use crate::id::{FileName, State};
 use crate::scan::Item;
-use crate::slice::Slice;
+use crate::select::Selector;
 use crate::spool::{Queue, Spool, queues};
 
 /// Settings of a recovery.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RecoverOptions {
-    /// The share of the queue.
-    pub slice: Slice,
+    /// Which claims and temporary files to consider (the shared selection flags).
+    pub select: Selector,
     /// Recoveries allowed before quarantine.
     pub max_recoveries: u32,
     /// Age after which an orphaned `.tmp` is removed.
@@ -45,7 +45,7 @@ pub struct RecoverOptions {
 impl Default for RecoverOptions {
     fn default() -> RecoverOptions {
         RecoverOptions {
-            slice: Slice::ALL,
+            select: Selector::default(),
             max_recoveries: 3,
             tmp_age: Duration::from_secs(3600),
             lease: claim::DEFAULT_LEASE,
@@ -81,7 +81,7 @@ pub fn recover_queue(
 ) -> Result<BTreeSet<String>> {
     let mut live = BTreeSet::new();
     let mut found = Vec::new();
-    queue.scan(opts.slice, &mut |item| match item {
+    queue.scan(opts.select.slice(), &mut |item| match item {
         Item::Entry { name, place, .. }
             if matches!(name.state, State::Claimed | State::Writing) =>
         {
@@ -107,8 +107,19 @@ pub fn recover_queue(
             detail,
         };
         let holder = name.holder.clone().unwrap_or_default();
-        if holder == me.token() {
+        if holder == me.token() || !opts.select.matches_name(&name, clock::unix_secs(now)) {
             continue;
+        }
+        if opts.select.needs_content() {
+            // A temporary file has no content to select by: it is left alone.
+            let selected = name.state == State::Claimed
+                && match crate::report::read_for_view(&path).1 {
+                    Ok(e) => opts.select.matches_entry(&e),
+                    Err(why) => opts.select.matches_unreadable(&why),
+                };
+            if !selected {
+                continue;
+            }
         }
         if name.state == State::Writing {
             let stale = if name.holder.is_some() {

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::entry::{Entry, RcptState};
 use crate::id::{FileName, State};
 use crate::scan::{Item, Place};
-use crate::slice::Slice;
+use crate::select::Selector;
 use crate::spool::{Queue, Spool};
 
 /// Version of the JSON schema.
@@ -53,15 +53,30 @@ impl QueueSummary {
     }
 }
 
-/// Counts the entries of `queue` (within `slice`) at time `now`.
-pub fn summarize(queue: &Queue, slice: Slice, now: u64) -> crate::Result<QueueSummary> {
+/// Counts the entries of `queue` that `sel` selects, at time `now`. With only
+/// name flags (state, age, slice) no entry is opened; content flags read each
+/// candidate read-only.
+pub fn summarize(queue: &Queue, sel: &Selector, now: u64) -> crate::Result<QueueSummary> {
     let mut s = QueueSummary {
         schema: SCHEMA,
         queue: queue.name().to_string(),
         ..Default::default()
     };
-    queue.scan_with(slice, true, &mut |item| match item {
-        Item::Entry { name, size, .. } => {
+    let content = sel.needs_content();
+    queue.scan_with(sel.slice(), true, &mut |item| match item {
+        Item::Entry { name, size, place } => {
+            if !sel.matches_name(&name, now) {
+                return;
+            }
+            if content {
+                let path = queue.found_path(&name, place);
+                match read_for_view(&path).1 {
+                    Ok(e) if sel.matches_entry(&e) => {}
+                    Ok(_) => return,
+                    Err(why) if sel.matches_unreadable(&why) => {}
+                    Err(_) => return,
+                }
+            }
             match name.state {
                 State::Queued if name.due.is_some_and(|d| d > now) => s.deferred += 1,
                 State::Queued => s.queued += 1,
@@ -76,6 +91,59 @@ pub fn summarize(queue: &Queue, slice: Slice, now: u64) -> crate::Result<QueueSu
         Item::Foreign { .. } => s.foreign += 1,
     })?;
     Ok(s)
+}
+
+/// The entries of `queue` that `sel` selects, oldest first, with their
+/// content (or why it could not be read). Entries that move away while being
+/// listed are left out.
+pub fn select_entries(queue: &Queue, sel: &Selector, now: u64) -> crate::Result<Vec<Selected>> {
+    let mut found = Vec::new();
+    queue.scan(sel.slice(), &mut |item| {
+        if let Item::Entry { name, place, .. } = item
+            && sel.matches_name(&name, now)
+        {
+            found.push((name, place));
+        }
+    })?;
+    found.sort_by_key(|(n, _)| n.id);
+    let mut out = Vec::with_capacity(found.len());
+    for (name, place) in found {
+        let path = queue.found_path(&name, place);
+        let (size, entry) = read_for_view(&path);
+        if entry
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.contains("No such file"))
+        {
+            continue;
+        }
+        let keep = match &entry {
+            Ok(e) => sel.matches_entry(e),
+            Err(why) => sel.matches_unreadable(why),
+        };
+        if keep {
+            out.push(Selected {
+                name,
+                path,
+                size,
+                entry,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One selected entry file.
+#[derive(Debug)]
+pub struct Selected {
+    /// Its name.
+    pub name: FileName,
+    /// Its path.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its content, or why it could not be read.
+    pub entry: Result<Entry, String>,
 }
 
 /// The state shown for a file name: `deferred` for a queued entry not yet due.

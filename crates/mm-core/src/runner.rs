@@ -274,7 +274,10 @@ pub fn run(
 
     // Take back what dead runners left in our slice before anything else.
     let opts = RecoverOptions {
-        slice: cfg.slice,
+        select: crate::select::Selector {
+            slice: Some(cfg.slice),
+            ..Default::default()
+        },
         max_recoveries: cfg.max_recoveries,
         ..RecoverOptions::default()
     };

@@ -11,8 +11,6 @@
 //! A wrapper for a file that could not be decoded gives back the original
 //! bytes exactly, as the queued entry, for a newer mm or a fixed decoder.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use crate::claim::{self, Claim, Claimed, Liveness, Registration};
@@ -21,7 +19,7 @@ use crate::error::Result;
 use crate::fsx;
 use crate::id::{EntryId, FileName, State};
 use crate::scan::{Item, Place};
-use crate::slice::Slice;
+use crate::select::Selector;
 use crate::spool::{QueueName, Spool};
 
 /// Settings of a release.
@@ -31,8 +29,8 @@ pub struct UnbadOptions {
     pub from: QueueName,
     /// Where to, instead of the queue each entry came from.
     pub to: Option<QueueName>,
-    /// Only entries quarantined longer ago than this.
-    pub older_than: Option<Duration>,
+    /// Which entries (the shared selection flags).
+    pub select: Selector,
     /// Only report.
     pub dry_run: bool,
 }
@@ -60,7 +58,8 @@ pub fn unbad(
 ) -> Result<()> {
     let from = spool.queue(&opts.from);
     let mut found: Vec<(FileName, Place)> = Vec::new();
-    from.scan(Slice::ALL, &mut |item| {
+    let now = clock::now_secs();
+    from.scan(opts.select.slice(), &mut |item| {
         if let Item::Entry { name, place, .. } = item
             && matches!(name.state, State::Preserved | State::Claimed)
         {
@@ -72,11 +71,10 @@ pub fn unbad(
         Some(ids) => ids.to_vec(),
         None => found
             .iter()
-            .filter(|(n, _)| n.state == State::Preserved)
+            .filter(|(n, _)| n.state == State::Preserved && opts.select.matches_name(n, now))
             .map(|(n, _)| n.id)
             .collect(),
     };
-    let now = clock::now_secs();
     for id in wanted {
         let rep = |result, queue: Option<String>, detail: String| Released {
             id: id.to_string(),
@@ -110,6 +108,8 @@ pub fn unbad(
             continue;
         }
         match release_one(spool, me, &name, place, opts, now) {
+            // With --all, what the selection leaves out is simply not listed.
+            Ok(r) if r.result == "skipped" && ids.is_none() => {}
             Ok(r) => f(r),
             Err(e) => f(rep("failed", None, e.to_string())),
         }
@@ -133,27 +133,20 @@ fn release_one(
         queue,
         detail,
     };
-    if opts.dry_run || opts.older_than.is_some() {
-        // Look before claiming: the destination and the age come from the content.
+    if !opts.select.matches_name(name, now) {
+        return Ok(rep("skipped", None, "not selected".into()));
+    }
+    if opts.dry_run || opts.select.needs_content() {
+        // Look before claiming: the destination and the selection come from the content.
         let (_, entry) = crate::report::read_for_view(&from.found_path(name, place));
         let entry = match entry {
             Ok(e) => e,
             Err(why) => return Ok(rep("failed", None, why)),
         };
-        let q = entry.meta.quarantine.as_ref();
-        if let Some(age) = opts.older_than {
-            let at = q.map_or(id.secs(), |q| q.at);
-            if now.saturating_sub(at) < age.as_secs() {
-                return Ok(rep(
-                    "skipped",
-                    None,
-                    format!(
-                        "quarantined less than {} ago",
-                        humantime::format_duration(age)
-                    ),
-                ));
-            }
+        if !opts.select.matches_entry(&entry) {
+            return Ok(rep("skipped", None, "not selected".into()));
         }
+        let q = entry.meta.quarantine.as_ref();
         if opts.dry_run {
             let dest = opts
                 .to

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use mm_core::claim::{self, Registration};
-use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
+use mm_core::cli::{SelectArgs, SpoolArgs, parse_duration};
+use mm_core::error::exit;
 use mm_core::recover::{self, Action, RecoverOptions};
-use mm_core::{Slice, error::exit};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -33,9 +33,8 @@ pub struct Cli {
     /// Queues to recover (repeatable); default every queue.
     #[arg(short, long = "queue", value_name = "NAME")]
     pub queues: Vec<String>,
-    /// Only slice K of N (numbered from 1).
-    #[arg(long, value_name = "K/N", value_parser = parse_slice)]
-    pub slice: Option<Slice>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Recoveries of one entry before it goes to bad/.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_recoveries: u32,
@@ -66,7 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     let me = Registration::register(&spool, "mm-recover", claim::DEFAULT_LEASE)?;
     let opts = RecoverOptions {
-        slice: cli.slice.unwrap_or(Slice::ALL),
+        select: cli.select.selector(),
         max_recoveries: cli.max_recoveries,
         tmp_age: cli.tmp_age,
         lease: cli.lease,
@@ -75,7 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
     let mut io_err: Option<std::io::Error> = None;
-    let sweep = cli.queues.is_empty() && cli.slice.is_none() && !cli.dry_run;
+    let sweep =
+        cli.queues.is_empty() && cli.select.selector() == Default::default() && !cli.dry_run;
     let mut live = std::collections::BTreeSet::new();
     let result = (|| -> anyhow::Result<()> {
         for q in &queues {

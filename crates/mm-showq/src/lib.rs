@@ -8,16 +8,19 @@
 use std::io::Write;
 
 use clap::Parser;
-use mm_core::cli::{SpoolArgs, parse_slice};
+use mm_core::cli::{SelectArgs, SpoolArgs};
+use mm_core::clock;
 use mm_core::report::{self, EntryView, QueueSummary};
 use mm_core::scan::Item;
-use mm_core::{Slice, clock};
 
 const AFTER_HELP: &str = "\
 Examples:
   mm-showq                      summary of every queue
   mm-showq out                  one line per entry of out/
   mm-showq --slice 2/4 out      only the second quarter of out/
+  mm-showq --by domain out      pending recipients per domain (what is stuck where)
+  mm-showq --by error           entries per deferral or quarantine reason
+  mm-showq --domain example.net --older-than 1h out
   mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'
 
 States: queued (due now), deferred (waiting for its next attempt), claimed (held
@@ -33,9 +36,11 @@ pub struct Cli {
     /// Queues to list entry by entry; without any, a summary of every queue.
     #[arg(value_name = "QUEUE")]
     pub queues: Vec<String>,
-    /// Only slice K of N (numbered from 1).
-    #[arg(long, value_name = "K/N", value_parser = parse_slice)]
-    pub slice: Option<Slice>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
+    #[arg(long, value_name = "KEY", value_parser = ["domain", "error", "age"])]
+    pub by: Option<String>,
     /// JSON Lines output (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
@@ -44,13 +49,24 @@ pub struct Cli {
 /// Runs mm-showq.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let spool = cli.spool.open()?;
-    let slice = cli.slice.unwrap_or(Slice::ALL);
+    let sel = cli.select.selector();
     let now = clock::now_secs();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if cli.queues.is_empty() {
+    let queues = if cli.queues.is_empty() {
+        spool.queues()?
+    } else {
+        cli.queues
+            .iter()
+            .map(|q| spool.queue_named(q))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if let Some(by) = cli.by.as_deref() {
+        let rows = shape(&queues, &sel, by, now)?;
+        print_shape(&mut out, by, &rows, cli.json)?;
+    } else if cli.queues.is_empty() {
         let mut rows = Vec::new();
-        for q in spool.queues()? {
-            rows.push(report::summarize(&q, slice, now)?);
+        for q in &queues {
+            rows.push(report::summarize(q, &sel, now)?);
         }
         if cli.json {
             for r in &rows {
@@ -60,51 +76,176 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         } else {
             print_summary(&mut out, &rows, now)?;
         }
-        out.flush()?;
-        return Ok(0);
-    }
-    for name in &cli.queues {
-        let q = spool.queue_named(name)?;
-        let mut found = Vec::new();
-        q.scan(slice, &mut |item| {
-            if let Item::Entry { name, place, .. } = item {
-                found.push((name, place));
-            }
-        })?;
-        found.sort_by_key(|a| a.0.id);
-        for (name, place) in found {
-            let path = q.found_path(&name, place);
-            let (size, entry) = report::read_for_view(&path);
-            if entry
-                .as_ref()
-                .err()
-                .is_some_and(|e| e.contains("No such file"))
-            {
-                continue; // moved on while we listed
-            }
-            let mut v = report::view(
-                &spool,
-                q.name().as_str(),
-                &name,
-                &path,
-                size,
-                entry.as_ref().map_err(Clone::clone),
-                now,
-                false,
-            );
-            if let Some(s) = cli.slice {
-                v.slice = Some(s.to_string());
-            }
-            if cli.json {
-                serde_json::to_writer(&mut out, &v)?;
-                out.write_all(b"\n")?;
-            } else {
-                print_line(&mut out, &v, now)?;
+    } else {
+        for q in &queues {
+            for found in report::select_entries(q, &sel, now)? {
+                let mut v = report::view(
+                    &spool,
+                    q.name().as_str(),
+                    &found.name,
+                    &found.path,
+                    found.size,
+                    found.entry.as_ref().map_err(Clone::clone),
+                    now,
+                    false,
+                );
+                if let Some(s) = sel.slice {
+                    v.slice = Some(s.to_string());
+                }
+                if cli.json {
+                    serde_json::to_writer(&mut out, &v)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    print_line(&mut out, &v, now)?;
+                }
             }
         }
     }
     out.flush()?;
     Ok(0)
+}
+
+/// One row of `--by`: a key and how many entries (and recipients) fall under it.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ShapeRow {
+    /// Schema version.
+    pub schema: u32,
+    /// domain, error or age.
+    pub by: String,
+    /// The domain, the error, or the age bucket.
+    pub key: String,
+    /// Entries.
+    pub entries: u64,
+    /// Recipients (pending ones, for domain).
+    pub recipients: u64,
+}
+
+/// Age buckets, in minutes, as Postfix's qshape draws them.
+const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+fn age_key(minutes: u64) -> String {
+    match AGE_BUCKETS.iter().find(|&&b| minutes < b) {
+        Some(b) => format!("< {b}m"),
+        None => format!(">= {}m", AGE_BUCKETS[AGE_BUCKETS.len() - 1]),
+    }
+}
+
+/// The key an error is grouped under: the reply without the recipient it was
+/// about, so "a@x: 450 4.2.1 busy" and "b@y: 450 4.2.1 busy" count together.
+fn error_key(e: &mm_core::Entry) -> String {
+    let Some(r) = e.reason() else {
+        return "(none)".into();
+    };
+    let r = match r.split_once(": ") {
+        Some((who, rest)) if who.contains('@') && !who.contains(' ') => rest,
+        _ => r,
+    };
+    let r = mm_core::cli::one_line(r);
+    let mut k: String = r.chars().take(72).collect();
+    if r.chars().count() > 72 {
+        k.push('…');
+    }
+    k
+}
+
+fn shape(
+    queues: &[mm_core::Queue],
+    sel: &mm_core::select::Selector,
+    by: &str,
+    now: u64,
+) -> anyhow::Result<Vec<ShapeRow>> {
+    let mut rows: std::collections::BTreeMap<String, ShapeRow> = Default::default();
+    let mut add = |key: String, rcpts: u64| {
+        let r = rows.entry(key.clone()).or_insert_with(|| ShapeRow {
+            schema: report::SCHEMA,
+            by: by.into(),
+            key,
+            ..Default::default()
+        });
+        r.entries += 1;
+        r.recipients += rcpts;
+    };
+    for q in queues {
+        if by == "age" && !sel.needs_content() {
+            // Names alone: no entry is opened.
+            q.scan(sel.slice(), &mut |item| {
+                if let Item::Entry { name, .. } = item
+                    && sel.matches_name(&name, now)
+                {
+                    add(age_key(now.saturating_sub(name.id.secs()) / 60), 0);
+                }
+            })?;
+            continue;
+        }
+        for found in report::select_entries(q, sel, now)? {
+            let Ok(e) = &found.entry else {
+                add("(unreadable)".into(), 0);
+                continue;
+            };
+            match by {
+                "domain" => {
+                    let mut per: std::collections::BTreeMap<String, u64> = Default::default();
+                    for r in e
+                        .recipients
+                        .iter()
+                        .filter(|r| r.state == mm_core::RcptState::Pending)
+                    {
+                        let d = r
+                            .address
+                            .rsplit_once('@')
+                            .map(|(_, d)| d.to_ascii_lowercase())
+                            .unwrap_or_else(|| "(local)".into());
+                        *per.entry(d).or_default() += 1;
+                    }
+                    for (d, n) in per {
+                        add(d, n);
+                    }
+                }
+                "error" => add(error_key(e), e.pending().count() as u64),
+                _ => add(
+                    age_key(now.saturating_sub(found.name.id.secs()) / 60),
+                    e.pending().count() as u64,
+                ),
+            }
+        }
+    }
+    let mut v: Vec<ShapeRow> = rows.into_values().collect();
+    if by == "age" {
+        v.sort_by_key(|r| {
+            AGE_BUCKETS
+                .iter()
+                .position(|b| r.key == format!("< {b}m"))
+                .unwrap_or(AGE_BUCKETS.len())
+        });
+    } else {
+        v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
+    }
+    Ok(v)
+}
+
+fn print_shape(
+    out: &mut impl Write,
+    by: &str,
+    rows: &[ShapeRow],
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        for r in rows {
+            serde_json::to_writer(&mut *out, r).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    let head = match by {
+        "domain" => "DOMAIN",
+        "error" => "ERROR",
+        _ => "AGE",
+    };
+    writeln!(out, "{:>8} {:>10}  {head}", "ENTRIES", "PENDING")?;
+    for r in rows {
+        writeln!(out, "{:>8} {:>10}  {}", r.entries, r.recipients, r.key)?;
+    }
+    Ok(())
 }
 
 fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::io::Result<()> {

@@ -1,11 +1,10 @@
 //! `mm-unbad`: return quarantined entries to work once the cause is fixed.
 
 use std::io::Write;
-use std::time::Duration;
 
 use clap::Parser;
 use mm_core::claim::{self, Registration};
-use mm_core::cli::{SpoolArgs, parse_duration};
+use mm_core::cli::{SelectArgs, SpoolArgs};
 use mm_core::unbad::{self, Released, UnbadOptions};
 use mm_core::{EntryId, Error, QueueName, error::exit};
 
@@ -14,7 +13,8 @@ Examples:
   mm-showq bad                                  what is quarantined, and why
   mm-unbad 1795540798.713350+e408…2089           return one entry where it came from
   mm-unbad --from shunt --all --dry-run         what releasing all of shunt/ would do
-  mm-unbad --all --older-than 1d --to retry     everything older than a day, into retry/
+  mm-unbad --all --older-than 1d --to retry     everything enqueued over a day ago, into retry/
+  mm-unbad --from shunt --all --error 'spam'    what a stage refused as spam
 
 One line per id: RESULT ID QUEUE (DETAIL), RESULT being released, busy,
 not-found, skipped or failed. The recovery count is reset; the history stays.
@@ -42,9 +42,8 @@ pub struct Cli {
     /// Release every entry of the quarantine queue (must be spelled out).
     #[arg(long)]
     pub all: bool,
-    /// Only entries quarantined longer ago than DUR.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub older_than: Option<Duration>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Only report what would be done.
     #[arg(long)]
     pub dry_run: bool,
@@ -67,7 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let opts = UnbadOptions {
         from,
         to,
-        older_than: cli.older_than,
+        select: cli.select.selector(),
         dry_run: cli.dry_run,
     };
     let mut out = std::io::stdout().lock();

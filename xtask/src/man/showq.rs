@@ -20,6 +20,14 @@ pub const PAGE: Page = Page {
              how many more), the runner holding a claimed entry (or that it is dead), and the \
              last error.
 
+             The selection flags choose entries the same way in `mm-showq`, `mm-recover` and \
+             `mm-unbad`; they combine with AND. `--state`, `--older-than`, `--younger-than` and \
+             `--slice` are answered from the names alone; `--sender`, `--rcpt`, `--domain`, \
+             `--list` and `--error` read each candidate entry. `--by domain|error|age` prints \
+             the shape of the queues instead (what Postfix's qshape does, plus grouping by the \
+             reason deliveries fail): entries and pending recipients per recipient domain, per \
+             last error or quarantine reason, or per age bucket (5, 10, 20 … 1280 minutes).
+
              It is read-only: it never claims, renames or writes anything, and it is safe to \
              run while runners run. An entry that moves while it is being listed is skipped. \
              The states are:",
@@ -37,6 +45,14 @@ pub const PAGE: Page = Page {
         Example {
             what: "A summary of every queue:",
             lines: &["mm-showq"],
+        },
+        Example {
+            what: "The shape of out/: pending recipients per domain, then entries per reason:",
+            lines: &["mm-showq --by domain out", "mm-showq --by error out"],
+        },
+        Example {
+            what: "Entries for one domain, stuck for more than an hour:",
+            lines: &["mm-showq --domain example.net --older-than 1h out"],
         },
         Example {
             what: "One line per entry of `out`:",

@@ -8,8 +8,9 @@ pub const PAGE: Page = Page {
     description: &[Text(
         "`mm-unbad` returns quarantined entries to work once the cause is fixed. It takes the \
          preserved entries (*ID.psv*) of `bad`, or of the queue named by `--from` (usually \
-         `shunt`), given by their ids or, with `--all`, every one of them (with \
-         `--older-than`, only those quarantined longer ago).
+         `shunt`), given by their ids or, with `--all`, every one of them; the selection \
+         flags (`--sender`, `--rcpt`, `--domain`, `--list`, `--older-than`, `--younger-than`, \
+         `--error`, `--slice`) narrow either, with the same meaning as in `mm-showq`.
 
          Each entry is claimed like any other, so two runs cannot both act on it. Its recovery \
          count is reset, its quarantine record cleared and a history line added, and it goes \
@@ -35,8 +36,12 @@ pub const PAGE: Page = Page {
             lines: &["mm-unbad --from shunt --all --dry-run"],
         },
         Example {
-            what: "Everything quarantined more than a day ago, into `retry`:",
+            what: "Everything enqueued more than a day ago, into `retry`:",
             lines: &["mm-unbad --all --older-than 1d --to retry"],
+        },
+        Example {
+            what: "Everything that crashed its runner, after the fix:",
+            lines: &["mm-unbad --all --error 'crashed its runner'"],
         },
     ],
     exit: &[

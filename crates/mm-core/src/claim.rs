@@ -287,7 +287,12 @@ impl Claim {
     ) -> Result<Claimed> {
         let from = queue.found_path(name, place);
         let claimed = FileName::claimed(name.id, token);
-        let bucket = queue.ensure_bucket(name.id.bucket())?;
+        // Found in its own bucket, the bucket exists: no stat on the hot path.
+        let bucket = if place == Place::Bucket(name.id.bucket()) {
+            queue.bucket_dir(name.id.bucket())
+        } else {
+            queue.ensure_bucket(name.id.bucket())?
+        };
         let to = bucket.join(claimed.to_string());
         if let Err(e) = fs::rename(&from, &to) {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -159,10 +159,12 @@ pub fn build() -> Fixture {
         Event {
             at: NOW - 1800,
             what: "recovered from dead runner 0a1b2c".into(),
+            extra: Default::default(),
         },
         Event {
             at: NOW - 600,
             what: "quarantined: crashed its runner 3 times".into(),
+            extra: Default::default(),
         },
     ];
     spool.put("bad", &FileName::preserved(quarantined), &e);

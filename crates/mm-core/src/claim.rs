@@ -319,7 +319,7 @@ impl Claim {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::Permission => {
                 let reason = format!("unreadable: {e}");
-                quarantine_raw(spool, queue, id, &path, None, &reason)?;
+                quarantine_raw(spool, queue, id, token, &path, None, &reason)?;
                 return Ok(Claimed::Quarantined(reason));
             }
             Err(e) => return Err(e),
@@ -334,7 +334,7 @@ impl Claim {
             }))),
             Err(e) => {
                 let reason = format!("cannot decode: {e}");
-                quarantine_raw(spool, queue, id, &path, Some(bytes), &reason)?;
+                quarantine_raw(spool, queue, id, token, &path, Some(bytes), &reason)?;
                 Ok(Claimed::Quarantined(reason))
             }
         }
@@ -415,6 +415,20 @@ impl Claim {
         Ok(to)
     }
 
+    /// Puts it back as preserved (`ID.psv`) in the queue it is in, with its
+    /// content saved: what an interrupted release from bad/ or shunt/ becomes.
+    pub fn preserve(self) -> Result<()> {
+        self.save()?;
+        let to = self.queue.path(&FileName::preserved(self.id));
+        fs::rename(&self.path, &to).map_err(|e| {
+            Error::io(
+                format_args!("cannot preserve {} as", self.path.display()),
+                &to,
+                e,
+            )
+        })
+    }
+
     /// Quarantines it in `dest` (bad or shunt) with a reason.
     pub fn quarantine(mut self, spool: &Spool, dest: &str, reason: &str) -> Result<PathBuf> {
         let now = clock::now_secs();
@@ -439,10 +453,12 @@ impl Claim {
 /// untouched in `original` and the reason in its quarantine record; the wrapper
 /// is written in full before the claimed file is removed. A file that cannot
 /// even be read is renamed as it is; its reason is that it cannot be read.
+#[allow(clippy::too_many_arguments)]
 fn quarantine_raw(
     spool: &Spool,
     queue: &Queue,
     id: EntryId,
+    token: &str,
     path: &Path,
     bytes: Option<Vec<u8>>,
     reason: &str,
@@ -450,17 +466,22 @@ fn quarantine_raw(
     let bad = spool.queue_named(queues::BAD)?;
     let bucket = bad.ensure_bucket(id.bucket())?;
     let dest = bad.path(&FileName::preserved(id));
+    let rename = |from: &Path, to: &Path| {
+        fs::rename(from, to).map_err(|e| {
+            Error::io(
+                format_args!("cannot quarantine {} as", from.display()),
+                to,
+                e,
+            )
+        })
+    };
     match bytes {
-        None => {
-            fs::rename(path, &dest).map_err(|e| {
-                Error::io(
-                    format_args!("cannot quarantine {} as", path.display()),
-                    &dest,
-                    e,
-                )
-            })?;
-        }
+        None => rename(path, &dest)?,
         Some(raw) => {
+            // One file at every instant: move the claim into bad/ (still ours),
+            // replace its content by the wrapper, then make it preserved.
+            let held = bad.path(&FileName::claimed(id, token));
+            rename(path, &held)?;
             let now = clock::now_secs();
             let mut w = Entry::new(&id, "", &[], Vec::new(), queue.name().as_str());
             w.meta.received = id.secs();
@@ -475,10 +496,9 @@ fn quarantine_raw(
                 format!("quarantined in bad from {}: {reason}", queue.name()),
             );
             w.original = Some(serde_bytes::ByteBuf::from(raw));
-            let tmp = bucket.join(FileName::writing(id, Some("q")).to_string());
-            fsx::write_and_rename(&tmp, &dest, &w.encode()?, true)?;
-            fsx::sync_dir(&bucket)?;
-            fs::remove_file(path).map_err(io_err("cannot remove", path))?;
+            let tmp = bucket.join(FileName::writing(id, Some(token)).to_string());
+            fsx::write_and_rename(&tmp, &held, &w.encode()?, true)?;
+            rename(&held, &dest)?;
         }
     }
     fsx::sync_dir(&bucket)

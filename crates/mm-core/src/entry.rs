@@ -111,7 +111,7 @@ pub struct Meta {
     /// Free-form key/values (`mm-enqueue --meta`).
     #[serde(default)]
     pub kv: BTreeMap<String, String>,
-    /// Why and when it was quarantined, when it is or was.
+    /// Why and when it was quarantined; mm-unbad clears it (the history keeps the reason).
     #[serde(default)]
     pub quarantine: Option<Quarantine>,
     /// For a bounce record: the entry it came from and why.
@@ -146,7 +146,7 @@ pub struct Bounce {
     pub original_id: String,
     /// The queue it was in.
     pub original_queue: String,
-    /// Why they failed: "refused" or "expired after 5days".
+    /// Why they failed: "refused" or "expired".
     pub reason: String,
     /// Unknown fields.
     #[serde(flatten)]
@@ -160,6 +160,9 @@ pub struct Event {
     pub at: u64,
     /// What happened.
     pub what: String,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// Just the version, to explain why a newer entry does not decode.
@@ -244,6 +247,7 @@ impl Entry {
         self.meta.history.push(Event {
             at,
             what: what.into(),
+            extra: Extra::new(),
         });
     }
 

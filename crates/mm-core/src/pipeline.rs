@@ -5,12 +5,16 @@
 //! `MM_RECIPIENTS` space-separated, `MM_LIST`, `MM_STAGE`, `MM_ATTEMPTS`).
 //! `--exec` stages only act; a `--filter` stage's standard output becomes the
 //! new message. Exit 0 goes on, 75 (`EX_TEMPFAIL`) defers the entry, anything
-//! else (or death by a signal) sends it to shunt/ with the tail of the
-//! command's standard error as the reason. The index of the first stage not
-//! yet done is saved in the entry after each stage, so a deferred or crashed
+//! else sends it to shunt/ with the tail of the command's standard error as
+//! the reason. A command killed from outside (SIGTERM, SIGINT, SIGHUP, SIGKILL,
+//! SIGPIPE: a stop sent to the whole process group, the OOM killer) defers the
+//! entry (so does a shell reporting such a death as exit 128+N); one that
+//! crashes by itself (SIGSEGV, SIGABRT, ...) shunts it. The index of the first
+//! stage not yet done is saved in the entry after each stage, so a deferred or crashed
 //! entry resumes there and a stage that succeeded is not run again.
 
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -147,13 +151,34 @@ pub fn run_stage(
         Ok(st) => match st.code() {
             Some(0) => StageOutcome::Continue((stage.kind == StageKind::Filter).then_some(out)),
             Some(75) => StageOutcome::Defer(format!("{label} deferred (exit 75){tail}")),
+            Some(c) if c > 128 && is_outside_kill(c - 128) => StageOutcome::Defer(format!(
+                "{label} killed by signal {} (exit {c}){tail}",
+                c - 128
+            )),
             Some(c) => StageOutcome::Shunt(format!("{label} failed with exit {c}{tail}")),
             None if stop_seen.is_some() => {
                 StageOutcome::Defer(format!("{label} stopped by runner shutdown"))
             }
-            None => StageOutcome::Shunt(format!("{label} killed by a signal{tail}")),
+            // Killed from outside (a stop sent to the whole process group, the
+            // OOM killer, an admin): nothing is wrong with the message, so it
+            // waits; a command that crashes by itself (SIGSEGV, SIGABRT) shunts it.
+            None => match st.signal() {
+                Some(sig) if is_outside_kill(sig) => {
+                    StageOutcome::Defer(format!("{label} killed by signal {sig}{tail}"))
+                }
+                Some(sig) => StageOutcome::Shunt(format!("{label} killed by signal {sig}{tail}")),
+                None => StageOutcome::Shunt(format!("{label} ended without a status{tail}")),
+            },
         },
     }
+}
+
+/// Signals that come from outside the command rather than from a bug in it.
+fn is_outside_kill(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGKILL | libc::SIGPIPE
+    )
 }
 
 fn stderr_tail(err: &[u8]) -> String {
@@ -227,6 +252,22 @@ mod tests {
             StageOutcome::Shunt(r) => {
                 assert!(r.contains("exit 3") && r.contains("spam score 99"), "{r}")
             }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stage_killed_from_outside_defers_and_one_that_crashes_shunts() {
+        assert!(matches!(
+            run(StageKind::Exec, "kill -TERM $$"),
+            StageOutcome::Defer(_)
+        ));
+        assert!(matches!(
+            run(StageKind::Exec, "sleep 5 & kill -HUP $!; wait $!"),
+            StageOutcome::Defer(_)
+        ));
+        match run(StageKind::Exec, "kill -SEGV $$") {
+            StageOutcome::Shunt(r) => assert!(r.contains("signal 11"), "{r}"),
             o => panic!("{o:?}"),
         }
     }

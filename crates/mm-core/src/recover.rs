@@ -57,6 +57,8 @@ impl Default for RecoverOptions {
 /// One thing recovery did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Action {
+    /// Schema version of the JSON form.
+    pub schema: u32,
     /// recovered, quarantined, busy, removed-tmp, foreign, failed.
     pub action: &'static str,
     /// The queue.
@@ -88,6 +90,7 @@ pub fn recover_queue(
             found.push((name, place))
         }
         Item::Foreign { path, why } => f(Action {
+            schema: crate::report::SCHEMA,
             action: "foreign",
             queue: queue.name().to_string(),
             id: None,
@@ -100,6 +103,7 @@ pub fn recover_queue(
     for (name, place) in found {
         let path = queue.found_path(&name, place);
         let act = |action, detail: String| Action {
+            schema: crate::report::SCHEMA,
             action,
             queue: queue.name().to_string(),
             id: Some(name.id.to_string()),
@@ -158,11 +162,31 @@ pub fn recover_queue(
             }
             Liveness::Dead(why) => {
                 if opts.dry_run {
-                    f(act("recovered", format!("would be taken back: {why}")));
+                    // Say what the real run would do, from the content.
+                    let (action, detail) = match crate::report::read_for_view(&path).1 {
+                        Ok(e) if e.meta.recoveries + 1 > opts.max_recoveries => (
+                            "quarantined",
+                            format!(
+                                "would go to bad: crashed its runner {} times ({why})",
+                                e.meta.recoveries + 1
+                            ),
+                        ),
+                        Ok(e) => (
+                            "recovered",
+                            format!(
+                                "would be taken back ({why}); recovery {} of {}",
+                                e.meta.recoveries + 1,
+                                opts.max_recoveries
+                            ),
+                        ),
+                        Err(err) => ("quarantined", format!("would go to bad: {err} ({why})")),
+                    };
+                    f(act(action, detail));
                     continue;
                 }
                 match take_back(spool, queue, &name, place, me, opts, &why) {
                     Ok(Some(a)) => f(Action {
+                        schema: crate::report::SCHEMA,
                         path: path.clone(),
                         ..a
                     }),
@@ -215,6 +239,7 @@ fn take_back(
     why: &str,
 ) -> Result<Option<Action>> {
     let act = |action, detail: String| Action {
+        schema: crate::report::SCHEMA,
         action,
         queue: queue.name().to_string(),
         id: Some(name.id.to_string()),
@@ -238,6 +263,24 @@ fn take_back(
         let reason = format!("crashed its runner {n} times");
         c.quarantine(spool, queues::BAD, &reason)?;
         return Ok(Some(act("quarantined", reason)));
+    }
+    if [queues::BAD, queues::SHUNT].contains(&queue.name().as_str()) {
+        // An mm-unbad (or a quarantine) that died half-way: the entry stays
+        // quarantined where it was, never becomes a queued entry that no runner
+        // of bad/ or shunt/ would ever see.
+        if c.entry.meta.quarantine.is_none() {
+            c.entry.meta.quarantine = Some(crate::entry::Quarantine {
+                reason: "an interrupted release; run mm-unbad again".into(),
+                at: now,
+                from_queue: c.entry.meta.queue.clone(),
+                extra: Default::default(),
+            });
+        }
+        c.preserve()?;
+        return Ok(Some(act(
+            "recovered",
+            format!("{why}; kept preserved in {}", queue.name()),
+        )));
     }
     c.release(None)?;
     Ok(Some(act(

@@ -4,7 +4,7 @@
 //! deferral waits `min · 2ⁿ⁻¹`, capped at `max` (Postfix's
 //! minimal/maximal_backoff_time). Recipients still pending `give_up` after the
 //! first attempt fail with "expired", and become a bounce record: nothing is
-//! ever dropped silently (seed 002: Mailman dropped mail after five days).
+//! ever dropped silently: every give-up is a bounce record with the last reply.
 
 use std::time::Duration;
 

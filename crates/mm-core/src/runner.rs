@@ -125,7 +125,7 @@ pub struct Stats {
     pub rcpt_deferred: u64,
     /// Recipients failed (bounced).
     pub rcpt_failed: u64,
-    /// Entries that failed with a local error and were left queued.
+    /// Entries that met a local error (put back deferred by the shortest delay).
     pub errors: u64,
     /// Whether the stop was forced (workers abandoned).
     pub abandoned: bool,
@@ -571,15 +571,32 @@ fn worker(sh: &Shared, slot: &SlotRef) {
         };
         let Some((name, place)) = next else { break };
         let mut st = Stats::default();
-        if let Err(e) = process(sh, slot, &mut transport, &name, place, &mut st)
-            && !e.to_string().contains("abandoned")
-        {
-            st.errors += 1;
-            sh.log
-                .line(&format!("{} {} error: {e}", sh.queue.name(), name.id));
-        }
+        let result = process(sh, slot, &mut transport, &name, place, &mut st);
         if let Ok(mut s) = slot.lock() {
-            s.current = None;
+            let held = s.current.take();
+            if let Err(e) = result
+                && !s.abandoned
+            {
+                st.errors += 1;
+                // A local failure (a full disk, an I/O error): put the entry back,
+                // deferred by the shortest delay, as last recorded, rather than
+                // keep it claimed until this runner exits.
+                let due = clock::now_secs() + sh.cfg.retry.min.as_secs().max(1);
+                let put_back = held.map(|(queue, id, path)| {
+                    let to = queue.path(&FileName::deferred(id, Some(due)));
+                    std::fs::rename(&path, &to)
+                });
+                let what = match put_back {
+                    Some(Ok(())) => format!("put back, due {}", clock::rfc3339(due)),
+                    Some(Err(e)) => format!("cannot put back ({e}); mm-recover will"),
+                    None => "nothing claimed".into(),
+                };
+                sh.log.line(&format!(
+                    "{} {} error: {e}; {what}",
+                    sh.queue.name(),
+                    name.id
+                ));
+            }
         }
         if let Ok(mut p) = sh.pass.lock() {
             p.add(&st);
@@ -646,6 +663,20 @@ fn process(
             }
             StageOutcome::Defer(reason) => {
                 c.entry.meta.attempts += 1;
+                let first = *c.entry.meta.first_attempt.get_or_insert(now);
+                if sh.cfg.retry.expired(first, now) {
+                    // A stage that keeps deferring must not hold mail forever.
+                    let why = format!(
+                        "gave up after {} of deferrals: {reason}",
+                        humantime::format_duration(sh.cfg.retry.give_up)
+                    );
+                    guarded(&sh.me, slot, || {
+                        c.quarantine(&sh.spool, queues::SHUNT, &why).map(|_| ())
+                    })?;
+                    st.shunted += 1;
+                    sh.log.line(&format!("{qname} {id} shunted: {why}"));
+                    return Ok(());
+                }
                 let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
                 c.entry.meta.next_attempt = Some(due);
                 c.entry.meta.last_error = Some(reason.clone());
@@ -871,6 +902,8 @@ fn write_bounce(spool: &Spool, queue: &str, entry: &Entry, failed: &[usize]) -> 
         dst.attempts = src.attempts;
         dst.last_reply = src.last_reply.clone();
         dst.updated = src.updated;
+        // The record itself must not bounce again when a runner works bounces/.
+        dst.extra.insert(BOUNCED.into(), rmpv::Value::Boolean(true));
     }
     let expired = failed.iter().any(|&i| {
         entry.recipients[i]

@@ -38,6 +38,8 @@ pub struct UnbadOptions {
 /// What happened to one id.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Released {
+    /// Schema version of the JSON form.
+    pub schema: u32,
     /// The id.
     pub id: String,
     /// released, busy, not-found, failed.
@@ -77,6 +79,7 @@ pub fn unbad(
     };
     for id in wanted {
         let rep = |result, queue: Option<String>, detail: String| Released {
+            schema: crate::report::SCHEMA,
             id: id.to_string(),
             result,
             queue,
@@ -128,6 +131,7 @@ fn release_one(
     let from = spool.queue(&opts.from);
     let id = name.id;
     let rep = |result, queue: Option<String>, detail: String| Released {
+        schema: crate::report::SCHEMA,
         id: id.to_string(),
         result,
         queue,
@@ -180,7 +184,7 @@ fn release_one(
             match QueueName::new(&q) {
                 Ok(n) => n,
                 Err(e) => {
-                    c.release_unsaved_as_preserved()?;
+                    c.preserve()?;
                     return Ok(rep(
                         "failed",
                         None,
@@ -192,13 +196,23 @@ fn release_one(
     };
     let dest = spool.queue(&dest_name);
     if let Some(orig) = c.entry.original.take() {
-        // A wrapper: give back the bytes exactly as they were.
+        // A wrapper: give back the bytes exactly as they were. One file at every
+        // instant: move the claim into the destination (still ours), replace
+        // its content by the original bytes, then make it queued. A crash in
+        // between leaves a claim there, which recovery takes back (and, the
+        // bytes being undecodable, quarantines again): nothing is lost.
         let bucket = dest.ensure_bucket(id.bucket())?;
+        let held = dest.path(&FileName::claimed(id, me.token()));
+        let mv = |from: &std::path::Path, to: &std::path::Path| {
+            std::fs::rename(from, to).map_err(|e| {
+                crate::Error::io(format_args!("cannot move {} to", from.display()), to, e)
+            })
+        };
+        mv(c.path(), &held)?;
         let tmp = bucket.join(FileName::writing(id, Some(me.token())).to_string());
-        fsx::write_and_rename(&tmp, &dest.path(&FileName::queued(id)), &orig, true)?;
+        fsx::write_and_rename(&tmp, &held, &orig, true)?;
+        mv(&held, &dest.path(&FileName::queued(id)))?;
         fsx::sync_dir(&bucket)?;
-        std::fs::remove_file(c.path())
-            .map_err(|e| crate::Error::io("cannot remove", c.path(), e))?;
         return Ok(rep(
             "released",
             Some(dest_name.to_string()),
@@ -227,12 +241,4 @@ fn release_one(
         Some(dest_name.to_string()),
         format!("was: {reason}"),
     ))
-}
-
-impl Claim {
-    /// Puts a claimed quarantined entry back as preserved, unchanged.
-    fn release_unsaved_as_preserved(self) -> Result<()> {
-        let to = self.queue().path(&FileName::preserved(self.id()));
-        std::fs::rename(self.path(), &to).map_err(|e| crate::Error::io("cannot put back", &to, e))
-    }
 }

@@ -111,12 +111,10 @@ proptest! {
 
     #[test]
     fn accepted_addresses_cannot_inject_smtp(s in "\\PC{0,300}|[a-z<>@. \\r\\n\\x00\"]{0,40}") {
-        for r in [address::recipient(&s), address::sender(&s)] {
-            if let Ok(a) = r {
-                prop_assert!(!a.bytes().any(|c| c < 0x20 || c == 0x7f), "control character in {:?}", a);
-                prop_assert!(a.len() <= 254);
-                prop_assert!(!a.contains('<') && !a.contains('>') || a.starts_with('"'), "{:?}", a);
-            }
+        for a in [address::recipient(&s), address::sender(&s)].into_iter().flatten() {
+            prop_assert!(!a.bytes().any(|c| c < 0x20 || c == 0x7f), "control character in {:?}", a);
+            prop_assert!(a.len() <= 254);
+            prop_assert!(!a.contains('<') && !a.contains('>') || a.starts_with('"'), "{:?}", a);
         }
     }
 
@@ -133,7 +131,7 @@ proptest! {
         }
         // Undo CRLF: the lines (and their bytes) are the input's, line ends aside.
         let norm = |b: &[u8]| -> Vec<Vec<u8>> {
-            let t: Vec<u8> = b.iter().copied().collect();
+            let t: Vec<u8> = b.to_vec();
             let t = String::from_utf8_lossy(&t).replace("\r\n", "\n").replace('\r', "\n");
             let mut lines: Vec<Vec<u8>> = t.split('\n').map(|l| l.as_bytes().to_vec()).collect();
             while lines.last().is_some_and(|l| l.is_empty()) {

@@ -25,8 +25,9 @@ Examples:
   Bulk load of many files (one process, group commit):
     mm-enqueue -q out -f owner@example.org --to bob@example.org --file a.eml --file b.eml
 
-Exit status: 0 durable; 64 usage; 65 bad data (address, size); 75 try again later
-(spool missing, unwritable, full, I/O error); 77 permission denied.";
+Exit status: 0 durable; 64 usage; 65 bad data (address, size); 66 a --file cannot be
+read; 75 try again later (spool missing, not writable by this user, full, below
+--min-free, bad -q, I/O error: an MTA keeps the message and retries).";
 
 /// Put a message into an mm queue, durably.
 #[derive(Debug, Parser)]

@@ -33,8 +33,6 @@ pub struct Cli {
     /// Queues to recover (repeatable); default every queue.
     #[arg(short, long = "queue", value_name = "NAME")]
     pub queues: Vec<String>,
-    #[command(flatten)]
-    pub select: SelectArgs,
     /// Recoveries of one entry before it goes to bad/.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_recoveries: u32,
@@ -50,6 +48,9 @@ pub struct Cli {
     /// JSON Lines output (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
+    // Last: clap puts every flag after it under the selection heading.
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Runs mm-recover.

@@ -316,6 +316,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
     match runner::run(&spool, &cfg, &signals, log.clone())? {
         Outcome::AlreadyRunning(holder) => {
+            // Cron's second launch while the first still runs: normal, so --quiet says nothing.
+            if cli.quiet {
+                return Ok(0);
+            }
             eprintln!(
                 "mm-runq: another runner of {} {} is running ({holder}); exiting",
                 cfg.queue, cfg.slice

@@ -36,14 +36,15 @@ pub struct Cli {
     /// Queues to list entry by entry; without any, a summary of every queue.
     #[arg(value_name = "QUEUE")]
     pub queues: Vec<String>,
-    #[command(flatten)]
-    pub select: SelectArgs,
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
     #[arg(long, value_name = "KEY", value_parser = ["domain", "error", "age"])]
     pub by: Option<String>,
     /// JSON Lines output (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
+    // Last: clap puts every flag after it under the selection heading.
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Runs mm-showq.
@@ -202,10 +203,8 @@ fn shape(
                     }
                 }
                 "error" => add(error_key(e), e.pending().count() as u64),
-                _ => add(
-                    age_key(now.saturating_sub(found.name.id.secs()) / 60),
-                    e.pending().count() as u64,
-                ),
+                // The age shape counts entries only, with or without content flags.
+                _ => add(age_key(now.saturating_sub(found.name.id.secs()) / 60), 0),
             }
         }
     }

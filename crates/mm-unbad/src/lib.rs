@@ -42,14 +42,15 @@ pub struct Cli {
     /// Release every entry of the quarantine queue (must be spelled out).
     #[arg(long)]
     pub all: bool,
-    #[command(flatten)]
-    pub select: SelectArgs,
     /// Only report what would be done.
     #[arg(long)]
     pub dry_run: bool,
     /// JSON Lines output (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
+    // Last: clap puts every flag after it under the selection heading.
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// Runs mm-unbad.

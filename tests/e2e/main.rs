@@ -21,3 +21,5 @@ mod smtp;
 mod crash;
 // The selection language of showq/recover/unbad and showq --by.
 mod select;
+// Hostile input and least privilege: real users, hostile names, planted files, injected EIO, endless input.
+mod hostile;

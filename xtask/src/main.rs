@@ -10,12 +10,16 @@
 //! * `completions [--out DIR]`: bash, zsh and fish completions for every tool.
 //! * `demo`: the README's main job: enqueue, deliver to an in-process SMTP
 //!   server, show the queues, on any machine with no MTA.
+//! * `e2e [--keep]`: mm behind a real MTA: a private Postfix pipes mail into
+//!   `mm-enqueue`, `mm-runq` delivers it to Postfix's smtp-sink, and a spool
+//!   failure makes Postfix defer and retry (root only; CI runs it).
 //!
 //! Tasks never depend on the current directory: paths come from
 //! [`project_root`].
 
 mod completions;
 mod demo;
+mod e2e;
 mod man;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +52,12 @@ enum Task {
     /// Enqueue sample mail and deliver it to an in-process SMTP server, showing the queues.
     Demo {
         /// Keep the temporary spool afterwards (its path is printed) to look around in it.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// End to end with a real Postfix: MTA -> pipe -> mm-enqueue -> mm-runq -> smtp-sink (root).
+    E2e {
+        /// Keep the temporary directory (Postfix's configuration and log, the spool, what the sink got).
         #[arg(long)]
         keep: bool,
     },
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
         Task::Man { check } => man::run(&project_root(), check),
         Task::Completions { out } => completions::run(&project_root(), out),
         Task::Demo { keep } => demo::run(&project_root(), keep),
+        Task::E2e { keep } => e2e::run(&project_root(), keep),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

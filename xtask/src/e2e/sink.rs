@@ -1,0 +1,200 @@
+//! Postfix's smtp-sink(1) as the real SMTP server mm-runq delivers to, each
+//! mail transaction saved to its own file (`-d`), and those files read back.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::sys::{self, wait_until};
+
+/// A running smtp-sink, killed on drop.
+pub struct SmtpSink {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Where it saves the transactions.
+    dir: PathBuf,
+    /// Its standard error.
+    errors: PathBuf,
+}
+
+/// One mail transaction as smtp-sink saved it.
+#[derive(Debug)]
+pub struct Dump {
+    /// The file.
+    pub name: String,
+    /// The MAIL FROM address ("" for `<>`).
+    pub sender: String,
+    /// The RCPT TO addresses, in order.
+    pub rcpts: Vec<String>,
+    /// The message: the CR of every CRLF dropped, dot-stuffing undone.
+    pub data: Vec<u8>,
+}
+
+impl SmtpSink {
+    /// Starts smtp-sink on a free port of 127.0.0.1, running as `uid` (it
+    /// will not run as root), saving into `dir` (made here, owned by `uid`).
+    pub fn start(dir: &Path, user: &str, uid: u32) -> anyhow::Result<SmtpSink> {
+        let bin = sys::postfix_program("smtp-sink")?;
+        std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::os::unix::fs::chown(dir, Some(uid), None)
+            .with_context(|| format!("cannot chown {}", dir.display()))?;
+        let errors = dir.with_extension("stderr");
+        let mut last = String::new();
+        // The port is found by binding and releasing it; another process may
+        // take it in between, so a start that fails is tried again.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("cannot find a free loopback port")?
+                .port();
+            let stderr = File::create(&errors)
+                .with_context(|| format!("cannot create {}", errors.display()))?;
+            let mut cmd = Command::new(&bin);
+            // -d TEMPLATE: one file per transaction, named TEMPLATE plus a
+            // random hex number (strftime expands the template; ours has no
+            // '%'). 64: the listen backlog.
+            cmd.args(["-u", user, "-h", "mm-e2e-sink", "-d"])
+                .arg(format!("{}/msg.", dir.display()))
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("64")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr);
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run {}", sys::shown(&cmd)))?;
+            let mut sink = SmtpSink {
+                child,
+                port,
+                dir: dir.to_path_buf(),
+                errors: errors.clone(),
+            };
+            match sink.wait_ready() {
+                Ok(()) => return Ok(sink),
+                Err(e) => last = format!("{e:#}"),
+            }
+        }
+        bail!("smtp-sink did not start: {last}")
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        wait_until("smtp-sink to greet", Duration::from_secs(10), || {
+            if let Some(status) = self.child.try_wait().context("cannot wait for smtp-sink")? {
+                bail!("smtp-sink exited ({status}): {}", self.stderr());
+            }
+            Ok(super::smtp::greets(port).then_some(()))
+        })
+    }
+
+    /// What smtp-sink printed on standard error.
+    pub fn stderr(&self) -> String {
+        std::fs::read(&self.errors)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Every transaction saved so far, by file name.
+    pub fn dumps(&self) -> anyhow::Result<Vec<Dump>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot list {}", self.dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("cannot list {}", self.dir.display()))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let path = self.dir.join(&name);
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                parse_dump(&name, &bytes).with_context(|| format!("smtp-sink's {}", path.display()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        // Our own child, by its pid; then reaped, so nothing is left.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one `-d` file: smtp-sink's own header lines (`X-Client-Addr:`,
+/// `X-Client-Proto:`, `X-Helo-Args:`, `X-Mail-Args:`, one `X-Rcpt-Args:`
+/// per recipient, then a `Received:` header of three lines), the message as
+/// received (LF line ends, dots unstuffed), then an empty line.
+pub fn parse_dump(name: &str, bytes: &[u8]) -> anyhow::Result<Dump> {
+    let mut sender = None;
+    let mut rcpts = Vec::new();
+    let mut rest = bytes;
+    let mut in_received = false;
+    loop {
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            bail!("it ends inside smtp-sink's own headers");
+        };
+        let line = &rest[..end];
+        if in_received && !line.starts_with(b"\t") && !line.starts_with(b" ") {
+            break; // the message's first line
+        }
+        let text = String::from_utf8_lossy(line);
+        if let Some(v) = text.strip_prefix("X-Mail-Args: ") {
+            sender = Some(angle_address(v)?);
+        } else if let Some(v) = text.strip_prefix("X-Rcpt-Args: ") {
+            rcpts.push(angle_address(v)?);
+        } else if text.starts_with("Received: ") {
+            in_received = true;
+        } else if !in_received && !text.starts_with("X-") {
+            bail!("an unexpected line among smtp-sink's own headers: {text:?}");
+        }
+        rest = &rest[end + 1..];
+    }
+    let Some(data) = rest.strip_suffix(b"\n") else {
+        bail!("it does not end with smtp-sink's empty line (not complete yet?)");
+    };
+    Ok(Dump {
+        name: name.to_string(),
+        sender: sender.context("it has no X-Mail-Args")?,
+        rcpts,
+        data: data.to_vec(),
+    })
+}
+
+/// The address in `<ADDR> PARAMS...` (a quoted local part may hold spaces).
+fn angle_address(args: &str) -> anyhow::Result<String> {
+    let inner = args
+        .strip_prefix('<')
+        .and_then(|a| a.find('>').map(|end| &a[..end]))
+        .with_context(|| format!("no <address> in {args:?}"))?;
+    Ok(inner.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_dump() {
+        let file = b"X-Client-Addr: 127.0.0.1\nX-Client-Proto: ESMTP\nX-Helo-Args: vm\n\
+            X-Mail-Args: <> BODY=8BITMIME\nX-Rcpt-Args: <\"j s\"@x.example>\nX-Rcpt-Args: <b@x.example>\n\
+            Received: from vm ([127.0.0.1])\n\tby mm-e2e-sink (smtp-sink) with ESMTP id 1;\n\t\
+            Tue, 24 Nov 2026 18:36:42 +0000 (UTC)\nSubject: s\n\nbody\n\n";
+        let d = parse_dump("msg.1", file).expect("a good dump");
+        assert_eq!(d.sender, "");
+        assert_eq!(d.rcpts, ["\"j s\"@x.example", "b@x.example"]);
+        assert_eq!(d.data, b"Subject: s\n\nbody\n");
+    }
+
+    #[test]
+    fn an_incomplete_dump_is_an_error() {
+        assert!(parse_dump("m", b"X-Client-Addr: 127.0.0.1\nX-Mail").is_err());
+    }
+}

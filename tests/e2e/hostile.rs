@@ -863,8 +863,6 @@ fn hostile_queue_names_are_refused_with_65_by_every_tool_and_touch_nothing() {
 }
 
 #[test]
-#[ignore = "bug: mm-enqueue exits 65 (the MTA bounces) for a bad -q queue name; \
-            its --help and operations.md section 10 document 75 (the MTA retries)"]
 fn mm_enqueue_refuses_a_hostile_queue_name_with_the_documented_75() {
     let s = populated();
     let snap = s.snapshot();
@@ -1413,9 +1411,6 @@ fn a_bucket_that_is_a_symlink_is_foreign_to_runners_showq_and_recover() {
 }
 
 #[test]
-#[ignore = "bug: mm-dumpdb ID opens an entry through a bucket that is a symbolic link \
-            (report::locate reads QUEUE/BB/ through the link) and shows it as queued \
-            in the spool, while every scan calls that bucket foreign"]
 fn mm_dumpdb_does_not_open_an_entry_through_a_symlinked_bucket() {
     let s = TestSpool::new();
     let outside = s.work().join("outside");
@@ -1440,10 +1435,6 @@ fn mm_dumpdb_does_not_open_an_entry_through_a_symlinked_bucket() {
 }
 
 #[test]
-#[ignore = "bug: mm-enqueue writes through a bucket that is a symbolic link \
-            (Queue::ensure_bucket and fsx::create_dir test is_dir(), which follows links), \
-            prints the id and exits 0, but every scan calls that bucket foreign: the \
-            acknowledged entry is never delivered"]
 fn mm_enqueue_never_acknowledges_an_entry_written_through_a_symlinked_bucket() {
     let s = TestSpool::new();
     let outside = s.work().join("outside");
@@ -1479,9 +1470,6 @@ fn mm_enqueue_never_acknowledges_an_entry_written_through_a_symlinked_bucket() {
 }
 
 #[test]
-#[ignore = "bug: mm-runq --then renames an entry through a bucket of the next queue that \
-            is a symbolic link (Queue::ensure_bucket/Queue::path follow links): the entry \
-            leaves the spool and no tool sees it again"]
 fn mm_runq_then_never_passes_an_entry_through_a_symlinked_bucket() {
     let s = TestSpool::new();
     let outside = s.work().join("outside");
@@ -2028,11 +2016,6 @@ fn injected_eio_in_mm_runq_leaves_the_entry_recoverable_and_every_recipient_gets
 }
 
 #[test]
-#[ignore = "bug: a runner saves its claimed entry after each recorded recipient while the \
-            message is taken out of it (runner.rs process(): std::mem::take(&mut \
-            c.entry.message) before the record/save closure); a fault or crash after such \
-            a save leaves an entry with an empty message, and the remaining recipients \
-            get a copy without the message"]
 fn injected_eio_in_mm_runq_never_loses_the_message_of_the_remaining_recipients() {
     if !have_strace("injected_eio_in_mm_runq_never_loses_the_message…") {
         return;
@@ -2152,9 +2135,6 @@ fn runq_fault_sweep(check_bodies: bool) {
 }
 
 #[test]
-#[ignore = "bug: when standard error cannot be written, cli::run_main's eprintln! panics \
-            and the tool exits 101 instead of its sysexits code (for mm-enqueue, a \
-            temporary failure 75 becomes a bounce)"]
 fn an_unwritable_stderr_does_not_turn_a_temporary_failure_into_a_crash() {
     let s = TestSpool::new();
     let missing = s.tmp().join("no-such-spool");

@@ -8,6 +8,9 @@
 //!   hand-written sections in `src/man/`; `--check` only compares (CI, and the
 //!   `#[test]` in `man.rs`).
 //! * `completions [--out DIR]`: bash, zsh and fish completions for every tool.
+//! * `bench [--max-backlog N] [--reps N] [WORKLOAD...]`: release build, then
+//!   each workload beside its physical floor (`src/bin/mm-floor.rs`), table
+//!   printed and written to `target/bench.json`.
 //! * `demo`: the README's main job: enqueue, deliver to an in-process SMTP
 //!   server, show the queues, on any machine with no MTA.
 //! * `e2e [--keep]`: mm behind a real MTA: a private Postfix pipes mail into
@@ -17,6 +20,7 @@
 //! Tasks never depend on the current directory: paths come from
 //! [`project_root`].
 
+mod bench;
 mod completions;
 mod demo;
 mod e2e;
@@ -60,6 +64,18 @@ enum Task {
         /// Keep the temporary directory (Postfix's configuration and log, the spool, what the sink got).
         #[arg(long)]
         keep: bool,
+    },
+    /// Benchmarks beside the physical floor (release build; several minutes at 1,000,000 entries).
+    Bench {
+        /// Largest backlog drained: 1000, 100000 or 1000000 (the default).
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        max_backlog: usize,
+        /// Repetitions of each workload (the 1,000,000 backlog runs once).
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        reps: usize,
+        /// Only the workloads whose names start with these: enqueue, drain, smtp.
+        #[arg(value_name = "WORKLOAD")]
+        only: Vec<String>,
     },
 }
 
@@ -115,6 +131,18 @@ fn main() -> ExitCode {
         Task::Completions { out } => completions::run(&project_root(), out),
         Task::Demo { keep } => demo::run(&project_root(), keep),
         Task::E2e { keep } => e2e::run(&project_root(), keep),
+        Task::Bench {
+            max_backlog,
+            reps,
+            only,
+        } => bench::run(
+            &project_root(),
+            &bench::Options {
+                max_backlog,
+                reps,
+                only,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

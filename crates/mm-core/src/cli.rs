@@ -159,7 +159,7 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
                 .collect();
             let joined = body.join(" ");
             let first = joined.strip_prefix("error: ").unwrap_or(&joined);
-            eprintln!("{name}: {first} (see {name} --help)");
+            say(&format!("{name}: {first} (see {name} --help)"));
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -167,10 +167,18 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {}", one_line(&format!("{e:#}")));
+            say(&format!("{name}: {}", one_line(&format!("{e:#}"))));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// Writes one line to standard error. Unlike `eprintln!` it never panics: a
+/// closed or full stderr must not turn a "try again later" (75) into a crash
+/// (101), which an MTA would take as a bounce.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Folds a message onto one line.

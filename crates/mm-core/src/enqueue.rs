@@ -158,7 +158,14 @@ pub struct Enqueuer {
     pending: Vec<Pending>,
     pending_bytes: u64,
     group: bool,
+    /// Bytes written since free space was last checked.
+    unchecked: u64,
+    /// Buckets known to exist (a bulk load stats each only once).
+    buckets: [bool; 256],
 }
+
+/// A bulk load checks free space again after this many bytes written.
+const SPACE_CHECK_EVERY: u64 = 1 << 20;
 
 impl Enqueuer {
     /// An enqueuer for `queue` (created on demand) that makes each entry
@@ -172,6 +179,8 @@ impl Enqueuer {
             pending: Vec::new(),
             pending_bytes: 0,
             group: false,
+            unchecked: 0,
+            buckets: [false; 256],
         })
     }
 
@@ -203,7 +212,14 @@ impl Enqueuer {
     /// entry at the next [`commit`](Enqueuer::commit).
     pub fn add(&mut self, mut sub: Submission) -> Result<EntryId> {
         sub.validate(&self.limits)?;
-        self.check_space(sub.message.len() as u64)?;
+        // At the first entry, then at least every SPACE_CHECK_EVERY bytes:
+        // one statfs per entry would cost a bulk load for nothing.
+        let size = sub.message.len() as u64;
+        if self.unchecked == 0 || self.unchecked + size >= SPACE_CHECK_EVERY {
+            self.check_space(self.unchecked + size)?;
+            self.unchecked = 0;
+        }
+        self.unchecked += size.max(1);
         let micros = clock::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -228,7 +244,13 @@ impl Enqueuer {
         entry.meta.list = sub.list;
         entry.meta.kv = sub.kv;
         let bytes = entry.encode()?;
-        let bucket = self.queue.ensure_bucket(id.bucket())?;
+        let bucket = if self.buckets[usize::from(id.bucket())] {
+            self.queue.bucket_dir(id.bucket())
+        } else {
+            let b = self.queue.ensure_bucket(id.bucket())?;
+            self.buckets[usize::from(id.bucket())] = true;
+            b
+        };
         let tmp = bucket.join(FileName::writing(id, None).to_string());
         let dest = bucket.join(FileName::queued(id).to_string());
         write_tmp(&tmp, &bytes, !self.group)?;

@@ -42,10 +42,26 @@ pub fn create_dir(path: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if path.is_dir() {
-                Ok(())
-            } else {
-                Err(Error::io("not a directory:", path, e))
+            // Not `is_dir()`, which follows a link: a symbolic link planted in
+            // the spool must never be written through.
+            match fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(Error::new(
+                    crate::ErrorKind::Config,
+                    format!(
+                        "{} is not a directory (a symbolic link or a file?); the spool needs a real one",
+                        path.display()
+                    ),
+                )),
+            }
+        }
+        // mkdir says EACCES both when the parent is not writable and when a
+        // directory above cannot even be searched: name the right one.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            match fs::symlink_metadata(parent) {
+                Err(pe) => Err(Error::io("cannot reach", parent, pe)),
+                Ok(_) => Err(Error::io("cannot create directory", path, e)),
             }
         }
         Err(e) => Err(Error::io("cannot create directory", path, e)),
@@ -102,7 +118,10 @@ pub fn read_entry_file(path: &Path) -> Result<Vec<u8>> {
         ));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut buf)
+    // Through `Take`: File's own read_to_end would stat the file again for a size we have.
+    Read::by_ref(&mut f)
+        .take(u64::MAX)
+        .read_to_end(&mut buf)
         .map_err(io_err("cannot read", path))?;
     Ok(buf)
 }

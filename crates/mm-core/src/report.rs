@@ -401,6 +401,10 @@ pub fn locate(spool: &Spool, id: crate::EntryId) -> crate::Result<Vec<(Queue, Fi
             (q.bucket_dir(id.bucket()), Place::Bucket(id.bucket())),
             (q.dir().to_path_buf(), Place::DropIn),
         ] {
+            // A bucket (or queue) that is a symbolic link is foreign: never read through it.
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
             };

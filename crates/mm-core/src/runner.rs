@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -256,18 +257,16 @@ pub fn run(
 
     let what = format!("mm-runq {} {}", cfg.queue, cfg.slice);
     let me = Registration::register(spool, &what, crate::claim::DEFAULT_LEASE)?;
-    let renewer_stop = Arc::new(AtomicBool::new(false));
+    // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
+    // once (a sleeping loop would hold up the exit of a short cron run).
+    let (renewer_stop, stopped) = std::sync::mpsc::channel::<()>();
     let renewer = {
         let me = Arc::clone(&me);
-        let stop = Arc::clone(&renewer_stop);
         std::thread::spawn(move || {
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                if last.elapsed() >= crate::claim::DEFAULT_LEASE / 4 {
-                    let _ = me.renew();
-                    last = Instant::now();
-                }
+            while let Err(RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(crate::claim::DEFAULT_LEASE / 4)
+            {
+                let _ = me.renew();
             }
         })
     };
@@ -308,7 +307,7 @@ pub fn run(
         closing: AtomicBool::new(false),
     });
     let result = run_passes(&shared);
-    renewer_stop.store(true, Ordering::Relaxed);
+    drop(renewer_stop);
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => {
@@ -714,7 +713,9 @@ fn process(
         let total = pending.len();
         let mut seen = 0usize;
         let sender = c.entry.sender.clone();
-        let message = std::mem::take(&mut c.entry.message);
+        // A copy for the transport: `record` saves the entry (message and all)
+        // after each transaction, so the entry must keep its own.
+        let message = c.entry.message.clone();
         let mut record = |results: &[RcptResult]| -> Result<()> {
             seen += results.len();
             apply(&mut c.entry, results, &mut summary);
@@ -744,7 +745,6 @@ fn process(
             Transporter::Discard => record(&local::discard(&pending)),
             Transporter::None => Ok(()),
         };
-        c.entry.message = message;
         r?;
     }
 

@@ -189,7 +189,8 @@ impl Queue {
     /// Creates the queue directory and the bucket of `b` if needed.
     pub fn ensure_bucket(&self, b: u8) -> Result<PathBuf> {
         let bd = self.bucket_dir(b);
-        if !bd.is_dir() {
+        // symlink_metadata: a bucket that is a link is not ours (create_dir refuses it).
+        if !std::fs::symlink_metadata(&bd).is_ok_and(|m| m.is_dir()) {
             fsx::create_dir(&self.dir)?;
             fsx::create_dir(&bd)?;
         }

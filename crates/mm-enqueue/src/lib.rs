@@ -19,7 +19,8 @@ const AFTER_HELP: &str = "\
 Examples:
   Postfix pipe(8) transport in master.cf:
     mm  unix  -  n  n  -  -  pipe
-      flags=Rq user=mm:mm argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}
+      flags=Rq user=mm:mm null_sender=
+      argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}
   A script handing in a message:
     mm-enqueue -f list-bounces@example.org --list dev alice@example.org < msg.eml
   Bulk load of many files (one process, group commit):
@@ -94,7 +95,9 @@ fn local(e: Error) -> Error {
 
 /// Runs mm-enqueue.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let queue_name = QueueName::new(&cli.queue).map_err(local)?;
+    // A bad -q is the installation's mistake, not the message's: 75, so the
+    // MTA keeps the mail until the transport is fixed.
+    let queue_name = QueueName::new(&cli.queue).map_err(|e| e.with_kind(ErrorKind::Temporary))?;
     let limits = Limits {
         max_size: cli.max_size,
         max_rcpts: cli.max_rcpts,

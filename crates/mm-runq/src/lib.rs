@@ -146,7 +146,7 @@ impl Logger {
             && let Ok(mut b) = bar.lock()
             && b.drawn
         {
-            eprint!("\r\x1b[K");
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
             b.drawn = false;
         }
     }
@@ -190,7 +190,10 @@ impl Log for Logger {
         } else {
             "?".into()
         };
-        eprint!("\r\x1b[K{done} done, {left} due, {rate:.0}/s, ETA {eta}");
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[K{done} done, {left} due, {rate:.0}/s, ETA {eta}"
+        );
         b.drawn = true;
     }
 }
@@ -283,7 +286,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         connections: cli.connections.max(1),
         poll: cli.poll,
         max_recoveries: cli.max_recoveries,
-        batch: 20_000,
+        batch: 100_000,
     };
     let spool = cli.spool.open()?;
 
@@ -320,10 +323,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.quiet {
                 return Ok(0);
             }
-            eprintln!(
+            mm_core::cli::say(&format!(
                 "mm-runq: another runner of {} {} is running ({holder}); exiting",
                 cfg.queue, cfg.slice
-            );
+            ));
             Ok(0)
         }
         Outcome::Done(stats) => {

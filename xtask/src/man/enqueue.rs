@@ -25,10 +25,12 @@ pub const PAGE: Page = Page {
         Example {
             what: "A Postfix transport in *master.cf*: *pipe*(8) runs `mm-enqueue` as the \
                    user `mm` (route a list's addresses to the transport `mm` in \
-                   *transport*(5)):",
+                   *transport*(5)). `null_sender=` (empty) keeps the null sender `<>` \
+                   as it is; without it *pipe*(8) passes MAILER-DAEMON, which is refused:",
             lines: &[
                 "mm  unix  -  n  n  -  -  pipe",
-                "  flags=Rq user=mm:mm argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}",
+                "  flags=Rq user=mm:mm null_sender=",
+                "  argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}",
             ],
         },
         Example {

@@ -17,6 +17,10 @@ pub mod wire;
 #[cfg(feature = "smtp")]
 pub mod smtp;
 
+/// `TCP_NODELAY` on lettre's sockets (which it does not set).
+#[cfg(feature = "smtp")]
+mod nodelay;
+
 /// What became of one recipient in one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

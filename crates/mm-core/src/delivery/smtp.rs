@@ -656,6 +656,8 @@ impl SmtpClient {
             None,
         )
         .map_err(|e| fail("connecting to", &e))?;
+        // Else every message waits ~40 ms for the server's delayed ACK.
+        super::nodelay::set_on_all_sockets();
         conn.set_timeout(Some(nonzero(self.config.command_timeout)))
             .map_err(|e| format!("connecting to {server} failed: cannot set timeout: {e}"))?;
         if self.config.tls == Tls::StartTls {

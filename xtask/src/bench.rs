@@ -1,0 +1,758 @@
+//! `cargo xtask bench`: our figures beside the physical floor, measured in
+//! the same run.
+//!
+//! Everything is built in release mode first: the six tools and `mm-floor`
+//! (`src/bin/mm-floor.rs`), the minimal programs that make only the system
+//! calls a workload needs. For each workload the benchmark alternates ours
+//! and the floor run by run (A B, then B A, ...): on this kind of disk
+//! (ext4 without a journal) rates swing many-fold with what was deleted in
+//! the last minutes, so only the ratio of neighbouring runs means anything.
+//! Each figure is the median of its repetitions.
+//!
+//! Workloads (issue 6): enqueue one process per message; bulk enqueue;
+//! drain with a no-op action at 1,000, 100,000 and 1,000,000 entries with
+//! mm-runq's peak memory; SMTP delivery to Postfix's smtp-sink against
+//! smtp-source; mm-showq's summary and mm-recover over the largest backlog.
+//! The table is printed and written to `target/bench.json`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::json;
+
+/// What to run, from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest backlog drained (1,000,000 by default).
+    pub max_backlog: usize,
+    /// Repetitions of the small workloads (the largest backlog runs once).
+    pub reps: usize,
+    /// Only these workloads (names as printed), or all.
+    pub only: Vec<String>,
+}
+
+/// One line of the table.
+struct Row {
+    workload: String,
+    unit: &'static str,
+    ours: f64,
+    floor: f64,
+    floor_what: &'static str,
+    /// ours/floor must be at least this (or, with `at_most`, at most).
+    target: Option<f64>,
+    note: String,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.ours / self.floor
+    }
+}
+
+/// The message every workload uses: about 4 KiB of ordinary text.
+fn message() -> Vec<u8> {
+    let mut m = String::from(
+        "From: owner@example.org\r\nTo: list@example.org\r\nSubject: benchmark\r\nMessage-ID: <bench@example.org>\r\n\r\n",
+    );
+    let mut i = 0;
+    while m.len() < 4096 - 80 {
+        let _ = write!(
+            m,
+            "Line {i:04} of the benchmark message, some ordinary text for the body.\r\n"
+        );
+        i += 1;
+    }
+    m.into_bytes()
+}
+
+pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("bench: building in release mode");
+    let st = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--quiet", "--workspace", "--bins"])
+        .status()
+        .context("cannot run cargo build")?;
+    ensure!(st.success(), "cargo build --release failed");
+    let bins = root.join("target/release");
+    // Under target/, on the disk a spool would be on, never a tmpfs.
+    let work = tempfile::Builder::new()
+        .prefix("bench-")
+        .tempdir_in(root.join("target"))
+        .context("cannot make the work directory")?;
+    let b = Bench {
+        bins,
+        work: work.path().to_path_buf(),
+        msg: work.path().join("message.eml"),
+        reps: opts.reps.max(1),
+    };
+    fs::write(&b.msg, message())?;
+    let want = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| name.starts_with(o));
+
+    let mut rows = Vec::new();
+    if want("enqueue") {
+        rows.push(b.enqueue_per_process(300)?);
+        rows.push(b.enqueue_bulk(2000)?);
+    }
+    if want("drain") {
+        let mut sizes = vec![1_000, 100_000, 1_000_000];
+        sizes.retain(|&n| n <= opts.max_backlog);
+        if sizes.is_empty() {
+            sizes.push(opts.max_backlog);
+        }
+        let largest = *sizes.last().unwrap_or(&1_000);
+        let mut rate_at = Vec::new();
+        for &n in &sizes {
+            let reps = if n >= 1_000_000 { 1 } else { b.reps };
+            let (row, views) = b.drain(n, reps, n == largest && want("drain"))?;
+            rate_at.push((n, row.ours));
+            rows.push(row);
+            rows.extend(views);
+        }
+        if let (Some(&(n0, r0)), Some(&(n1, r1))) = (rate_at.first(), rate_at.last())
+            && n1 > n0
+        {
+            rows.push(Row {
+                workload: format!("drain rate at {} vs at {}", thousands(n1), thousands(n0)),
+                unit: "entries/s",
+                ours: r1,
+                floor: r0,
+                floor_what: "ours at the smallest backlog",
+                target: Some(0.8),
+                note: String::new(),
+            });
+        }
+    }
+    if want("smtp") {
+        rows.extend(b.smtp()?);
+    }
+    print_table(&rows);
+    let json_path = root.join("target/bench.json");
+    let doc = json!({
+        "schema": 1,
+        "machine": machine(),
+        "rows": rows.iter().map(|r| json!({
+            "workload": r.workload,
+            "unit": r.unit,
+            "ours": r.ours,
+            "floor": r.floor,
+            "floor_is": r.floor_what,
+            "ratio": r.ratio(),
+            "target": r.target,
+            "met": r.target.map(|t| r.ratio() >= t),
+            "note": r.note,
+        })).collect::<Vec<_>>(),
+    });
+    fs::write(&json_path, serde_json::to_vec_pretty(&doc)?)?;
+    eprintln!("bench: wrote {}", json_path.display());
+    Ok(())
+}
+
+struct Bench {
+    bins: PathBuf,
+    work: PathBuf,
+    msg: PathBuf,
+    reps: usize,
+}
+
+/// A finished run: its wall time and peak resident memory.
+struct Timed {
+    secs: f64,
+    max_rss_kib: u64,
+}
+
+impl Bench {
+    fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(self.bins.join(name));
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c
+    }
+
+    fn floor(&self, args: &[&str]) -> Command {
+        let mut c = self.tool("mm-floor");
+        c.args(args);
+        c
+    }
+
+    fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let d = self.work.join(name);
+        if d.exists() {
+            fs::remove_dir_all(&d)?;
+        }
+        fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    /// Runs `f(ours_first)` for each repetition, alternating the order.
+    fn alternate(
+        &self,
+        reps: usize,
+        mut ours: impl FnMut() -> anyhow::Result<f64>,
+        mut floor: impl FnMut() -> anyhow::Result<f64>,
+    ) -> anyhow::Result<(f64, f64)> {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for r in 0..reps {
+            if r % 2 == 0 {
+                a.push(ours()?);
+                b.push(floor()?);
+            } else {
+                b.push(floor()?);
+                a.push(ours()?);
+            }
+        }
+        Ok((median(a), median(b)))
+    }
+
+    /// The MTA-pipe case: one mm-enqueue process per message, against one
+    /// minimal process per durable file.
+    fn enqueue_per_process(&self, n: usize) -> anyhow::Result<Row> {
+        eprintln!("bench: enqueue, one process per message ({n} messages per run)");
+        let spool = self.fresh_dir("pipe-spool")?;
+        let flat = self.fresh_dir("pipe-floor")?;
+        // Create the queue and its buckets first: steady state, as on a live spool.
+        self.enqueue_files(&spool, "in", 512, &[])?;
+        let (ours, floor) = self.alternate(
+            self.reps,
+            || {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let st = self
+                        .tool("mm-enqueue")
+                        .args(["--spool"])
+                        .arg(&spool)
+                        .args(["-q", "in", "-f", "owner@example.org", "bob@example.org"])
+                        .stdin(fs::File::open(&self.msg)?)
+                        .status()?;
+                    ensure!(st.success(), "mm-enqueue failed: {st}");
+                }
+                Ok(n as f64 / t.elapsed().as_secs_f64())
+            },
+            || {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let st = self
+                        .floor(&["enqueue-one"])
+                        .arg(&flat)
+                        .stdin(fs::File::open(&self.msg)?)
+                        .status()?;
+                    ensure!(st.success(), "mm-floor failed: {st}");
+                }
+                Ok(n as f64 / t.elapsed().as_secs_f64())
+            },
+        )?;
+        Ok(Row {
+            workload: "enqueue, one process per message".into(),
+            unit: "msg/s",
+            ours,
+            floor,
+            floor_what: "one process: tmp, write, fdatasync, rename, fsync dir",
+            target: Some(0.8),
+            note: String::new(),
+        })
+    }
+
+    /// `mm-enqueue --file` × n in one process, against n durable files in one process.
+    fn enqueue_bulk(&self, n: usize) -> anyhow::Result<Row> {
+        eprintln!("bench: enqueue in bulk ({n} files per run)");
+        let flat = self.fresh_dir("bulk-floor")?;
+        let size = message().len().to_string();
+        let (ours, floor) = self.alternate(
+            self.reps,
+            || {
+                let spool = self.fresh_dir("bulk-spool")?;
+                let t = Instant::now();
+                self.enqueue_files(&spool, "in", n, &[])?;
+                let rate = n as f64 / t.elapsed().as_secs_f64();
+                ensure!(count_entries(&spool.join("in"))? == n, "entries missing");
+                Ok(rate)
+            },
+            || {
+                let t = Instant::now();
+                let st = self
+                    .floor(&["durable-files"])
+                    .arg(&flat)
+                    .args([n.to_string(), size.clone()])
+                    .status()?;
+                ensure!(st.success(), "mm-floor failed: {st}");
+                Ok(n as f64 / t.elapsed().as_secs_f64())
+            },
+        )?;
+        Ok(Row {
+            workload: "enqueue in bulk (--file, one process)".into(),
+            unit: "msg/s",
+            ours,
+            floor,
+            floor_what: "one durable file per entry, in-process",
+            target: Some(5.0),
+            note: "every entry durable before exit 0 (group commit)".into(),
+        })
+    }
+
+    /// Enqueues `n` copies of the message into `queue` with `mm-enqueue
+    /// --file`, in processes of at most 5,000 files.
+    fn enqueue_files(
+        &self,
+        spool: &Path,
+        queue: &str,
+        n: usize,
+        rcpts: &[String],
+    ) -> anyhow::Result<()> {
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(5000);
+            let mut c = self.tool("mm-enqueue");
+            c.arg("--spool")
+                .arg(spool)
+                .args(["-q", queue, "-f", "owner@example.org"]);
+            if rcpts.is_empty() {
+                c.args(["--to", "bob@example.org"]);
+            }
+            for r in rcpts {
+                c.args(["--to", r]);
+            }
+            for _ in 0..k {
+                c.arg("--file").arg(&self.msg);
+            }
+            let st = c.status().context("cannot run mm-enqueue")?;
+            ensure!(st.success(), "mm-enqueue --file failed: {st}");
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// Drains a backlog of `n` entries with `mm-runq --discard`, against
+    /// rename + read + unlink of as many files of the same size in a flat
+    /// directory. With `views`, also times mm-showq's summary and mm-recover
+    /// on the full backlog first.
+    fn drain(&self, n: usize, reps: usize, views: bool) -> anyhow::Result<(Row, Vec<Row>)> {
+        eprintln!(
+            "bench: drain {} entries ({reps} run{})",
+            thousands(n),
+            if reps == 1 { "" } else { "s" }
+        );
+        // Shared by the two closures below.
+        let peak = Cell::new(0u64);
+        let view_rows = RefCell::new(Vec::new());
+        let entry_size = Cell::new(0u64);
+        let first = Cell::new(true);
+        let (ours, floor) = self.alternate(
+            reps,
+            || {
+                let spool = self.fresh_dir("drain-spool")?;
+                self.enqueue_files(&spool, "in", n, &[])?;
+                sync_fs(&spool)?;
+                entry_size.set(entry_size.get().max(any_entry_size(&spool.join("in"))?));
+                if views && first.replace(false) {
+                    *view_rows.borrow_mut() = self.views(&spool, n)?;
+                }
+                let t = self.timed(self.tool("mm-runq").arg("--spool").arg(&spool).args([
+                    "-q",
+                    "in",
+                    "--until-empty",
+                    "--discard",
+                    "--quiet",
+                ]))?;
+                ensure!(
+                    count_entries(&spool.join("in"))? == 0,
+                    "mm-runq left entries behind"
+                );
+                peak.set(peak.get().max(t.max_rss_kib));
+                fs::remove_dir_all(&spool)?;
+                Ok(n as f64 / t.secs)
+            },
+            || {
+                let dir = self.fresh_dir("drain-floor")?;
+                let size = entry_size.get().max(4096).to_string();
+                let st = self
+                    .floor(&["fill"])
+                    .arg(&dir)
+                    .args([n.to_string(), size])
+                    .status()?;
+                ensure!(st.success(), "mm-floor fill failed");
+                // Like a real backlog (and ours), the files are on disk, not
+                // only in the page cache: removing them then costs what it
+                // costs on disk (this file system discards freed blocks).
+                sync_fs(&dir)?;
+                let t = self.timed(self.floor(&["drain"]).arg(&dir))?;
+                fs::remove_dir_all(&dir)?;
+                Ok(n as f64 / t.secs)
+            },
+        )?;
+        let row = Row {
+            workload: format!("drain {} entries, no-op action", thousands(n)),
+            unit: "entries/s",
+            ours,
+            floor,
+            floor_what: "rename + read + unlink, flat directory",
+            target: Some(0.9),
+            note: format!("mm-runq peak RSS {:.1} MiB", peak.get() as f64 / 1024.0),
+        };
+        Ok((row, view_rows.into_inner()))
+    }
+
+    /// mm-showq's summary and mm-recover over a full backlog, warm cache,
+    /// against reading every directory of the queue.
+    fn views(&self, spool: &Path, n: usize) -> anyhow::Result<Vec<Row>> {
+        eprintln!(
+            "bench: mm-showq and mm-recover over {} entries",
+            thousands(n)
+        );
+        let queue = spool.join("in");
+        // Warm the cache, and check that a summary opens no entry file.
+        let opened = entries_opened_by(&self.bins.join("mm-showq"), spool)?;
+        let list = || -> anyhow::Result<f64> {
+            Ok(n as f64 / self.timed(self.floor(&["list"]).arg(&queue))?.secs)
+        };
+        let (showq, floor_s) = self.alternate(
+            self.reps,
+            || {
+                Ok(n as f64
+                    / self
+                        .timed(self.tool("mm-showq").arg("--spool").arg(spool))?
+                        .secs)
+            },
+            list,
+        )?;
+        let (recover, floor_r) = self.alternate(
+            self.reps,
+            || {
+                Ok(n as f64
+                    / self
+                        .timed(
+                            self.tool("mm-recover")
+                                .arg("--spool")
+                                .arg(spool)
+                                .args(["-q", "in"]),
+                        )?
+                        .secs)
+            },
+            list,
+        )?;
+        ensure!(
+            count_entries(&queue)? == n,
+            "mm-recover changed the queued entries"
+        );
+        Ok(vec![
+            Row {
+                workload: format!("mm-showq summary, {} entries", thousands(n)),
+                unit: "entries/s",
+                ours: showq,
+                floor: floor_s,
+                floor_what: "readdir of every directory of the queue",
+                target: None,
+                note: format!(
+                    "{:.2} s (target < 1 s){}",
+                    n as f64 / showq,
+                    match opened {
+                        Some(k) => format!("; entry files opened: {k}"),
+                        None => String::new(),
+                    }
+                ),
+            },
+            Row {
+                workload: format!("mm-recover, {} entries", thousands(n)),
+                unit: "entries/s",
+                ours: recover,
+                floor: floor_r,
+                floor_what: "readdir of every directory of the queue",
+                target: None,
+                note: format!("{:.2} s", n as f64 / recover),
+            },
+        ])
+    }
+
+    /// SMTP to smtp-sink: 1 and 50 recipients, over 1 and 4 connections,
+    /// against smtp-source sending the same to the same sink.
+    fn smtp(&self) -> anyhow::Result<Vec<Row>> {
+        let Some(sink_bin) = which("smtp-sink") else {
+            eprintln!("bench: smtp-sink not found (Debian's postfix); SMTP workloads skipped");
+            return Ok(Vec::new());
+        };
+        let Some(source_bin) = which("smtp-source") else {
+            eprintln!("bench: smtp-source not found; SMTP workloads skipped");
+            return Ok(Vec::new());
+        };
+        let port = free_port()?;
+        let mut sink = Command::new(&sink_bin);
+        if is_root() {
+            sink.args(["-u", "nobody"]);
+        }
+        let sink = Reaper(
+            sink.arg(format!("127.0.0.1:{port}"))
+                .arg("256")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start smtp-sink")?,
+        );
+        wait_for_port(port)?;
+        let mut rows = Vec::new();
+        for (rcpts, msgs) in [(1usize, 2000usize), (50, 1000)] {
+            for conns in [1usize, 4] {
+                eprintln!(
+                    "bench: SMTP, {rcpts} recipient(s), {conns} connection(s), {msgs} messages"
+                );
+                let to: Vec<String> = (0..rcpts).map(|i| format!("user{i}@example.org")).collect();
+                let (ours, floor) = self.alternate(
+                    self.reps,
+                    || {
+                        let spool = self.fresh_dir("smtp-spool")?;
+                        self.enqueue_files(&spool, "out", msgs, &to)?;
+                        let t = self.timed(
+                            self.tool("mm-runq")
+                                .arg("--spool")
+                                .arg(&spool)
+                                .args(["-q", "out", "--until-empty", "--quiet"])
+                                .args(["--smtp", &format!("smtp://127.0.0.1:{port}")])
+                                .args(["--connections", &conns.to_string()]),
+                        )?;
+                        ensure!(
+                            count_entries(&spool.join("out"))? == 0,
+                            "mm-runq left entries behind (deferred?)"
+                        );
+                        Ok(msgs as f64 / t.secs)
+                    },
+                    || {
+                        let t = self.timed(
+                            Command::new(&source_bin)
+                                .args(["-d", "-s", &conns.to_string()])
+                                .args(["-m", &msgs.to_string(), "-l", "4096"])
+                                .args(["-r", &rcpts.to_string()])
+                                .args(["-f", "owner@example.org", "-t", "user@example.org"])
+                                .arg(format!("127.0.0.1:{port}"))
+                                .stdout(Stdio::null()),
+                        )?;
+                        Ok(msgs as f64 / t.secs)
+                    },
+                )?;
+                rows.push(Row {
+                    workload: format!(
+                        "SMTP to smtp-sink, {rcpts} rcpt{}, {conns} connection{}",
+                        if rcpts == 1 { "" } else { "s" },
+                        if conns == 1 { "" } else { "s" }
+                    ),
+                    unit: "msg/s",
+                    ours,
+                    floor,
+                    floor_what: "smtp-source (Postfix's load generator), same sink",
+                    target: Some(if rcpts == 1 { 0.9 } else { 0.8 }),
+                    note: "per-recipient outcomes recorded".into(),
+                });
+            }
+        }
+        drop(sink);
+        Ok(rows)
+    }
+
+    /// Runs a command to completion, with its wall time and peak RSS.
+    fn timed(&self, cmd: &mut Command) -> anyhow::Result<Timed> {
+        let t = Instant::now();
+        let child = cmd.spawn().context("cannot start a benchmark command")?;
+        let (status, rss) = wait_sampling_rss(child)?;
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(status.success(), "{cmd:?} failed: {status}");
+        Ok(Timed {
+            secs,
+            max_rss_kib: rss,
+        })
+    }
+}
+
+/// Kills and reaps a background server when dropped.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the child while a thread samples its peak resident memory
+/// (VmHWM: a high-water mark, so the last sample before exit is the peak)
+/// every 10 ms; the wait itself is not delayed by the sampling.
+fn wait_sampling_rss(mut child: Child) -> anyhow::Result<(ExitStatus, u64)> {
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(text) = fs::read_to_string(&status_file)
+                    && let Some(kib) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                {
+                    peak = peak.max(kib);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let status = child.wait();
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    Ok((status?, peak))
+}
+
+/// Runs a summary under strace (when installed) and counts the entry files
+/// it opened: a summary must list names only. `None` without strace.
+fn entries_opened_by(showq: &Path, spool: &Path) -> anyhow::Result<Option<usize>> {
+    let Some(strace) = which("strace") else {
+        let st = Command::new(showq)
+            .arg("--spool")
+            .arg(spool)
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(st.success(), "mm-showq failed");
+        return Ok(None);
+    };
+    let log = spool.with_extension("strace");
+    let st = Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(showq)
+        .arg("--spool")
+        .arg(spool)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(st.success(), "mm-showq under strace failed");
+    let text = fs::read_to_string(&log)?;
+    let _ = fs::remove_file(&log);
+    Ok(Some(
+        text.lines()
+            .filter(|l| [".pck\"", ".bak\"", ".psv\""].iter().any(|s| l.contains(s)))
+            .count(),
+    ))
+}
+
+/// `sync -f DIR`: syncfs(2) on the file system holding DIR.
+fn sync_fs(dir: &Path) -> anyhow::Result<()> {
+    let st = Command::new("sync").arg("-f").arg(dir).status()?;
+    ensure!(st.success(), "sync -f {} failed", dir.display());
+    Ok(())
+}
+
+fn count_entries(queue: &Path) -> anyhow::Result<usize> {
+    if !queue.exists() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(queue) {
+        let e = e?;
+        if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".pck") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn any_entry_size(queue: &Path) -> anyhow::Result<u64> {
+    for e in walkdir::WalkDir::new(queue) {
+        let e = e?;
+        if e.file_type().is_file() {
+            return Ok(e.metadata()?.len());
+        }
+    }
+    bail!("no entry in {}", queue.display())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if !n.is_multiple_of(2) => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("smtp-sink did not listen on port {port}")
+}
+
+fn machine() -> serde_json::Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({ "cpus": cpus, "kernel": kernel.trim() })
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<46} {:>12} {:>12} {:>7} {:>8}  note",
+        "workload", "ours", "floor", "ratio", "target"
+    );
+    for r in rows {
+        let target = r.target.map_or("-".into(), |t| {
+            let mark = if r.ratio() >= t { "ok" } else { "MISS" };
+            format!("{t:.1} {mark}")
+        });
+        println!(
+            "{:<46} {:>12} {:>12} {:>7.2} {:>8}  {} {}",
+            r.workload,
+            fmt_figure(r.ours, r.unit),
+            fmt_figure(r.floor, r.unit),
+            r.ratio(),
+            target,
+            r.unit,
+            r.note
+        );
+    }
+    println!("\nratio = ours / floor, medians of runs alternated with the floor's. Floors:");
+    let mut seen = Vec::new();
+    for r in rows {
+        if !seen.contains(&r.floor_what) {
+            seen.push(r.floor_what);
+            println!("  {}", r.floor_what);
+        }
+    }
+}
+
+fn fmt_figure(x: f64, _unit: &str) -> String {
+    format!("{x:.0}")
+}

@@ -371,6 +371,12 @@ impl Claim {
         fs::remove_file(&self.path).map_err(io_err("cannot remove", &self.path))
     }
 
+    /// Done with it, but the removal is left to the caller (the runner's
+    /// finisher): the path of the claimed file to remove.
+    pub fn finish_later(self) -> PathBuf {
+        self.path
+    }
+
     /// Puts it back as queued, due at `due` (`None`: now), with its content saved.
     pub fn release(self, due: Option<u64>) -> Result<()> {
         self.save()?;

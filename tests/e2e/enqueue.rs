@@ -721,3 +721,45 @@ fn entries_are_group_shared_despite_umask_077() {
         );
     }
 }
+
+/// `--dry-run` checks what a real run checks (the 65 and 75 cases) and
+/// writes nothing, not even the queue directory.
+#[test]
+fn dry_run_checks_like_a_real_run_and_writes_nothing() {
+    let s = TestSpool::new();
+    let before = s.snapshot();
+    let ok = enqueue(&s)
+        .args(["-q", "in", "--dry-run", "--", "bob@example.org"])
+        .stdin(&b"Subject: x\n\nhello\n"[..])
+        .run();
+    ok.assert_ok();
+    assert!(
+        ok.stdout_str()
+            .starts_with("would enqueue standard input into in: 18 bytes"),
+        "{}",
+        ok.stdout_str()
+    );
+    let big = enqueue(&s)
+        .args(["-q", "in", "--dry-run", "--max-size", "4"])
+        .args(["--", "bob@example.org"])
+        .stdin(&b"Subject: x\n\nhello\n"[..])
+        .run();
+    big.assert_code(65);
+    let full = Tool::new("mm-enqueue")
+        .spool(&s)
+        .args([
+            "-q",
+            "in",
+            "-f",
+            SENDER,
+            "--dry-run",
+            "--min-free",
+            "1000000000G",
+        ])
+        .args(["--", "bob@example.org"])
+        .stdin(&b"hello\n"[..])
+        .run();
+    full.assert_code(75);
+    before.assert_same(&s.snapshot(), "mm-enqueue --dry-run");
+    assert!(!s.root().join("in").exists(), "the dry run created in/");
+}

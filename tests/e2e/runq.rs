@@ -1150,3 +1150,44 @@ fn maildir_copies_are_named_with_the_recipients_index_and_carry_the_envelope() {
         );
     }
 }
+
+/// `--dry-run` lists exactly the due entries of the slice, oldest first, and
+/// changes nothing (no claim, no runner record, no lock).
+#[test]
+fn dry_run_lists_the_due_entries_of_the_slice_oldest_first_and_changes_nothing() {
+    let s = TestSpool::new();
+    let ids = enqueue_many(&s, "out", &["bob@example.org"], 12, |i| {
+        format!("Subject: {i}\n\nbody {i}\n").into_bytes()
+    });
+    let before = s.snapshot();
+    for slice in ["1/2", "2/2"] {
+        let out = runq(&s)
+            .args(["-q", "out", "--dry-run", "--discard", "--slice", slice])
+            .run();
+        out.assert_ok();
+        let stdout = out.stdout_str();
+        let listed: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("would process "))
+            .collect();
+        let mut want: Vec<EntryId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                slice
+                    .parse::<mm_core::Slice>()
+                    .unwrap()
+                    .contains(id.hash_prefix())
+            })
+            .collect();
+        want.sort();
+        let want: Vec<String> = want.iter().map(|i| i.to_string()).collect();
+        assert_eq!(listed, want, "slice {slice}:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("{} entr", want.len()))
+                && stdout.contains("nothing was claimed"),
+            "{stdout}"
+        );
+    }
+    before.assert_same(&s.snapshot(), "mm-runq --dry-run");
+}

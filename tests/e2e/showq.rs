@@ -102,6 +102,12 @@ fn summary_of_a_fixed_spool_matches_golden() {
     let f = fixture::build();
     golden("showq-summary.txt", &showq(&f, &[]));
     golden("showq-summary.jsonl", &showq(&f, &["--json"]));
+    // --bytes adds up the sizes of the entry files (one stat per entry).
+    golden("showq-summary-bytes.txt", &showq(&f, &["--bytes"]));
+    golden(
+        "showq-summary-bytes.jsonl",
+        &showq(&f, &["--bytes", "--json"]),
+    );
 }
 
 #[test]

@@ -193,19 +193,7 @@ impl Enqueuer {
 
     /// Refuses new mail when the spool's file system is nearly full.
     fn check_space(&self, size: u64) -> Result<()> {
-        let free = fsx::free_space(self.queue.dir())?;
-        if free < self.limits.min_free.saturating_add(size.saturating_mul(2)) {
-            return Err(Error::new(
-                ErrorKind::Temporary,
-                format!(
-                    "spool {} has {} bytes free, below the minimum of {} (--min-free); try again later",
-                    self.spool.root().display(),
-                    free,
-                    self.limits.min_free
-                ),
-            ));
-        }
-        Ok(())
+        check_space(&self.spool, self.queue.dir(), &self.limits, size)
     }
 
     /// Validates and writes one submission as a temporary file. It becomes an
@@ -354,6 +342,31 @@ fn commit(queue: &Queue, mut pending: Vec<Pending>, group: bool) -> Result<Vec<E
             Err(e)
         }
     }
+}
+
+/// Refuses new mail when the file system of `dir` has less than the
+/// minimum free space plus twice `size` (the entry and its temporary file).
+fn check_space(spool: &Spool, dir: &std::path::Path, limits: &Limits, size: u64) -> Result<()> {
+    let free = fsx::free_space(dir)?;
+    if free < limits.min_free.saturating_add(size.saturating_mul(2)) {
+        return Err(Error::new(
+            ErrorKind::Temporary,
+            format!(
+                "spool {} has {} bytes free, below the minimum of {} (--min-free); try again later",
+                spool.root().display(),
+                free,
+                limits.min_free
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `mm-enqueue --dry-run` checks: the submission against the limits and
+/// the free space of the spool. Writes nothing, creates nothing.
+pub fn check(spool: &Spool, limits: &Limits, sub: &mut Submission) -> Result<()> {
+    sub.validate(limits)?;
+    check_space(spool, spool.root(), limits, sub.message.len() as u64)
 }
 
 /// Enqueues one submission durably: the MTA pipe case.

@@ -42,8 +42,9 @@ pub struct QueueSummary {
     pub foreign: u64,
     /// Enqueue time of the oldest entry (Unix seconds).
     pub oldest: Option<u64>,
-    /// Total size of the entry files.
-    pub bytes: u64,
+    /// Total size of the entry files; only when asked for (one `stat` per
+    /// entry, which is most of the cost of a summary of a big queue).
+    pub bytes: Option<u64>,
 }
 
 impl QueueSummary {
@@ -54,16 +55,22 @@ impl QueueSummary {
 }
 
 /// Counts the entries of `queue` that `sel` selects, at time `now`. With only
-/// name flags (state, age, slice) no entry is opened; content flags read each
-/// candidate read-only.
-pub fn summarize(queue: &Queue, sel: &Selector, now: u64) -> crate::Result<QueueSummary> {
+/// name flags (state, age, slice) no entry is opened, nor, without `sizes`,
+/// even looked at; content flags read each candidate read-only.
+pub fn summarize(
+    queue: &Queue,
+    sel: &Selector,
+    now: u64,
+    sizes: bool,
+) -> crate::Result<QueueSummary> {
     let mut s = QueueSummary {
         schema: SCHEMA,
         queue: queue.name().to_string(),
+        bytes: sizes.then_some(0),
         ..Default::default()
     };
     let content = sel.needs_content();
-    queue.scan_with(sel.slice(), true, &mut |item| match item {
+    queue.scan_with(sel.slice(), sizes, &mut |item| match item {
         Item::Entry { name, size, place } => {
             if !sel.matches_name(&name, now) {
                 return;
@@ -86,7 +93,9 @@ pub fn summarize(queue: &Queue, sel: &Selector, now: u64) -> crate::Result<Queue
             }
             let t = name.id.secs();
             s.oldest = Some(s.oldest.map_or(t, |o| o.min(t)));
-            s.bytes += size.unwrap_or(0);
+            if let Some(b) = &mut s.bytes {
+                *b += size.unwrap_or(0);
+            }
         }
         Item::Foreign { .. } => s.foreign += 1,
     })?;

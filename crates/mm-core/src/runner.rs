@@ -418,6 +418,13 @@ impl Registration {
 }
 
 /// The oldest due entries of the slice, at most `max`, oldest first.
+/// The entries a pass would take now, oldest first (at most `max`), and how
+/// many are due in all: `mm-runq --dry-run`. Claims nothing, opens nothing.
+pub fn due_now(queue: &Queue, slice: Slice, now: u64, max: usize) -> Result<(Vec<EntryId>, u64)> {
+    let (v, total) = due_entries(queue, slice, now, max)?;
+    Ok((v.into_iter().map(|(n, _)| n.id).collect(), total))
+}
+
 fn due_entries(
     queue: &Queue,
     slice: Slice,

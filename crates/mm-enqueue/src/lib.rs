@@ -57,6 +57,10 @@ pub struct Cli {
     /// Read the message from PATH instead of standard input (repeatable: one entry per file).
     #[arg(long = "file", value_name = "PATH")]
     pub files: Vec<PathBuf>,
+    /// Read and check everything (addresses, limits, free space), print what
+    /// would be enqueued, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Largest message accepted (bytes, or with K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
     pub max_size: u64,
@@ -127,6 +131,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let spool = cli.spool.open().map_err(local)?;
     let queue = spool.queue(&queue_name);
     let mut stdout = std::io::stdout().lock();
+    if cli.dry_run {
+        return dry_run(&cli, &spool, &limits, template, &mut stdout);
+    }
     if cli.files.is_empty() {
         let message = read_limited(std::io::stdin().lock(), limits.max_size)
             .context("cannot read standard input")?;
@@ -158,6 +165,47 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     for id in q.commit().map_err(local)? {
         writeln!(stdout, "{id}")?;
+    }
+    Ok(0)
+}
+
+/// `--dry-run`: reads and checks each message as a real run would, writes nothing.
+fn dry_run(
+    cli: &Cli,
+    spool: &mm_core::Spool,
+    limits: &Limits,
+    template: Submission,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if cli.files.is_empty() {
+        let message = read_limited(std::io::stdin().lock(), limits.max_size)
+            .context("cannot read standard input")?;
+        inputs.push(("standard input".into(), message));
+    }
+    for path in &cli.files {
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
+        let message = read_limited(f, limits.max_size)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        inputs.push((path.display().to_string(), message));
+    }
+    for (what, message) in inputs {
+        let mut sub = Submission {
+            message,
+            ..template.clone()
+        };
+        mm_core::enqueue::check(spool, limits, &mut sub)
+            .map_err(local)
+            .with_context(|| what.clone())?;
+        writeln!(
+            out,
+            "would enqueue {what} into {}: {} bytes, from <{}> to {} recipient(s)",
+            cli.queue,
+            sub.message.len(),
+            sub.sender,
+            sub.recipients.len()
+        )?;
     }
     Ok(0)
 }

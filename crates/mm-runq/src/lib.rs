@@ -105,6 +105,10 @@ pub struct Cli {
     /// Log to FILE instead of standard error (reopened on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// List the entries a run would take now (due, in this slice, oldest
+    /// first) and exit; nothing is claimed or changed.
+    #[arg(long)]
+    pub dry_run: bool,
     /// More detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -289,6 +293,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         batch: 100_000,
     };
     let spool = cli.spool.open()?;
+    if cli.dry_run {
+        let (ids, total) = runner::due_now(
+            &spool.queue(&cfg.queue),
+            cfg.slice,
+            mm_core::clock::now_secs(),
+            usize::MAX,
+        )?;
+        let mut out = std::io::stdout().lock();
+        for id in &ids {
+            writeln!(out, "would process {id}")?;
+        }
+        writeln!(
+            out,
+            "{total} entr{} due in {} (slice {}), oldest first; nothing was claimed",
+            if total == 1 { "y" } else { "ies" },
+            cfg.queue,
+            cfg.slice
+        )?;
+        return Ok(0);
+    }
 
     let signals = Signals::default();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

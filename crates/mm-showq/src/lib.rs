@@ -39,6 +39,10 @@ pub struct Cli {
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
     #[arg(long, value_name = "KEY", value_parser = ["domain", "error", "age"])]
     pub by: Option<String>,
+    /// Add up the size of the entry files in the summary (a stat of every
+    /// entry: several times slower on a big queue).
+    #[arg(long)]
+    pub bytes: bool,
     /// JSON Lines output (schema in docs/json.md).
     #[arg(long)]
     pub json: bool,
@@ -67,7 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     } else if cli.queues.is_empty() {
         let mut rows = Vec::new();
         for q in &queues {
-            rows.push(report::summarize(q, &sel, now)?);
+            rows.push(report::summarize(q, &sel, now, cli.bytes)?);
         }
         if cli.json {
             for r in &rows {
@@ -248,10 +252,22 @@ fn print_shape(
 }
 
 fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::io::Result<()> {
+    let bytes = |b: Option<u64>| b.map(|b| format!(" {b:>10}")).unwrap_or_default();
     writeln!(
         out,
-        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>10}",
-        "QUEUE", "QUEUED", "DEFERRED", "CLAIMED", "PRESERVED", "WRITING", "OLDEST", "BYTES"
+        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12}{}",
+        "QUEUE",
+        "QUEUED",
+        "DEFERRED",
+        "CLAIMED",
+        "PRESERVED",
+        "WRITING",
+        "OLDEST",
+        if rows.iter().any(|r| r.bytes.is_some()) {
+            format!(" {:>10}", "BYTES")
+        } else {
+            String::new()
+        }
     )?;
     for r in rows {
         let oldest = r
@@ -260,8 +276,15 @@ fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::
             .unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12} {:>10}",
-            r.queue, r.queued, r.deferred, r.claimed, r.preserved, r.writing, oldest, r.bytes
+            "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12}{}",
+            r.queue,
+            r.queued,
+            r.deferred,
+            r.claimed,
+            r.preserved,
+            r.writing,
+            oldest,
+            bytes(r.bytes)
         )?;
         if r.foreign > 0 {
             writeln!(

@@ -232,26 +232,38 @@ struct Shared {
 /// The run drains the queue of removals before it exits or unregisters.
 struct Finisher {
     tx: Mutex<Option<std::sync::mpsc::SyncSender<PathBuf>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Finisher {
-    fn start(log: Arc<dyn Log>) -> Finisher {
+    /// `threads` removers (one per worker: each unlink waits for the device).
+    fn start(log: Arc<dyn Log>, threads: usize) -> Finisher {
         // Small: a runner killed with removals pending delivers those again.
         let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(8);
-        let thread = std::thread::spawn(move || {
-            for path in rx {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    log.line(&format!(
-                        "cannot remove finished entry {}: {e}; mm-recover will take it back",
-                        path.display()
-                    ));
-                }
-            }
-        });
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let (rx, log) = (Arc::clone(&rx), Arc::clone(&log));
+                std::thread::spawn(move || {
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(path) = next else { return };
+                        if let Err(e) = std::fs::remove_file(&path) {
+                            log.line(&format!(
+                                "cannot remove finished entry {}: {e}; mm-recover will take it back",
+                                path.display()
+                            ));
+                        }
+                    }
+                })
+            })
+            .collect();
         Finisher {
             tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         }
     }
 
@@ -275,7 +287,12 @@ impl Finisher {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -365,7 +382,7 @@ pub fn run(
         wake: Condvar::new(),
         pass: Mutex::new(Stats::default()),
         closing: AtomicBool::new(false),
-        finisher: Finisher::start(Arc::clone(&log)),
+        finisher: Finisher::start(Arc::clone(&log), cfg.connections),
     });
     let result = run_passes(&shared);
     shared.finisher.close();

@@ -1191,3 +1191,65 @@ fn dry_run_lists_the_due_entries_of_the_slice_oldest_first_and_changes_nothing()
     }
     before.assert_same(&s.snapshot(), "mm-runq --dry-run");
 }
+
+/// Transport: a maildir (no server). logrotate's way: the log is renamed,
+/// SIGHUP makes the service runner open a new file at the old path, and
+/// the lines of later entries go there, none is lost.
+#[test]
+fn sighup_reopens_the_log_so_logrotate_can_move_it() {
+    let s = TestSpool::new();
+    let log = s.work().join("runq.log");
+    let maildir = s.work().join("maildir");
+    let first = enqueue(&s, "out", &["a@example.com"], b"Subject: 1\n\none\n");
+    let mut r = Bg::spawn(
+        &s,
+        "mm-runq",
+        [
+            "--poll".as_ref(),
+            "100ms".as_ref(),
+            "--deliver-to".as_ref(),
+            maildir.as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ],
+        &[],
+    );
+    let logged = |path: &Path, id: &EntryId| {
+        std::fs::read_to_string(path).is_ok_and(|t| t.contains(&format!("{id} delivered=1")))
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    while !logged(&log, &first) {
+        assert!(
+            Instant::now() < until,
+            "first entry never logged\n{}",
+            r.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rotated = s.work().join("runq.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate the log");
+    r.signal("HUP");
+    // The flag is read at the next line: give the signal a moment to land.
+    std::thread::sleep(Duration::from_millis(200));
+    let second = enqueue(&s, "out", &["b@example.com"], b"Subject: 2\n\ntwo\n");
+    while !logged(&log, &second) {
+        assert!(
+            Instant::now() < until,
+            "second entry not logged in the new file\n{}",
+            r.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(logged(&rotated, &first), "the rotated file lost its lines");
+    assert!(
+        !logged(&rotated, &second),
+        "written to the rotated file after SIGHUP"
+    );
+    r.signal("TERM");
+    assert_eq!(
+        r.wait(Duration::from_secs(10)).code(),
+        Some(0),
+        "{}",
+        r.output()
+    );
+}

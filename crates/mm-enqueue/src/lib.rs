@@ -146,28 +146,45 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let mut q = Enqueuer::grouped(&spool, queue, limits).map_err(local)?;
+    // Read a group, write it (in parallel), commit it, print its ids.
+    let mut group: Vec<Submission> = Vec::new();
+    let mut group_bytes = 0u64;
+    let mut flush = |group: &mut Vec<Submission>, out: &mut dyn Write| -> anyhow::Result<()> {
+        if !group.is_empty() {
+            let n = group.len();
+            q.add_all(std::mem::take(group))
+                .map_err(local)
+                .with_context(|| format!("a group of {n} files"))?;
+        }
+        for id in q.commit().map_err(local)? {
+            writeln!(out, "{id}")?;
+        }
+        Ok(())
+    };
     for path in &cli.files {
         let f = std::fs::File::open(path)
             .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
         let message = read_limited(f, limits.max_size)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        q.add(Submission {
+        let mut sub = Submission {
             message,
             ..template.clone()
-        })
-        .map_err(local)
-        .with_context(|| format!("{}", path.display()))?;
-        if q.should_commit() {
-            for id in q.commit().map_err(local)? {
-                writeln!(stdout, "{id}")?;
-            }
+        };
+        sub.validate(&limits)
+            .with_context(|| format!("{}", path.display()))?;
+        group_bytes += sub.message.len() as u64;
+        group.push(sub);
+        if group.len() >= mm_core::enqueue::BATCH || group_bytes >= GROUP_BYTES {
+            flush(&mut group, &mut stdout)?;
+            group_bytes = 0;
         }
     }
-    for id in q.commit().map_err(local)? {
-        writeln!(stdout, "{id}")?;
-    }
+    flush(&mut group, &mut stdout)?;
     Ok(0)
 }
+
+/// Most message bytes read into memory for one group.
+const GROUP_BYTES: u64 = 64 << 20;
 
 /// `--dry-run`: reads and checks each message as a real run would, writes nothing.
 fn dry_run(

@@ -165,6 +165,21 @@ pub struct Event {
     pub extra: Extra,
 }
 
+/// Deepest nesting an entry file may have. The format itself is about five
+/// levels deep; unknown fields may nest a little more. rmp-serde's own limit
+/// (1,024 levels) is more than a runner's worker thread has stack for: a file
+/// of nested arrays would abort the runner instead of being quarantined.
+pub const MAX_DEPTH: usize = 64;
+
+/// `rmp_serde::from_slice` with nesting limited to [`MAX_DEPTH`].
+fn from_slice_shallow<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> std::result::Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de)
+}
+
 /// Just the version, to explain why a newer entry does not decode.
 #[derive(Deserialize)]
 struct Head {
@@ -216,16 +231,17 @@ impl Entry {
         })
     }
 
-    /// Decodes, refusing an empty buffer, garbage and a newer format.
+    /// Decodes, refusing an empty buffer, garbage, a newer format and
+    /// nesting deeper than [`MAX_DEPTH`].
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
         if bytes.is_empty() {
             return Err(Error::new(ErrorKind::Corrupt, "empty file"));
         }
-        match rmp_serde::from_slice::<Entry>(bytes) {
+        match from_slice_shallow::<Entry>(bytes) {
             Ok(e) if e.format > FORMAT => Err(newer(e.format)),
             Ok(e) if e.format == 0 => Err(Error::new(ErrorKind::Corrupt, "format version 0")),
             Ok(e) => Ok(e),
-            Err(err) => match rmp_serde::from_slice::<Head>(bytes) {
+            Err(err) => match from_slice_shallow::<Head>(bytes) {
                 Ok(h) if h.format > FORMAT => Err(newer(h.format)),
                 _ => Err(Error::new(
                     ErrorKind::Corrupt,

@@ -142,3 +142,42 @@ proptest! {
         prop_assert_eq!(norm(&out), norm(&msg));
     }
 }
+
+/// The committed corpus (`tests/corpus/`): hostile entry files found or
+/// crafted once, replayed on every run. `ok-*` must decode (and keep what
+/// they carry through a rewrite), `err-*` must be refused with an error,
+/// never a panic, an abort or an allocation of what the bytes merely claim.
+#[test]
+fn the_corpus_decodes_or_is_refused_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut seen = 0;
+    for f in std::fs::read_dir(&dir).expect("tests/corpus") {
+        let path = f.expect("corpus entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).expect("read corpus file");
+        let decoded = Entry::decode(&bytes);
+        if name.starts_with("ok-") {
+            let e = decoded.unwrap_or_else(|err| panic!("{name}: {err}"));
+            let again = Entry::decode(&e.encode().expect("encode")).expect("decode the rewrite");
+            assert_eq!(again, e, "{name}: a rewrite changed it");
+        } else {
+            assert!(name.starts_with("err-"), "{name}: name it ok-* or err-*");
+            assert!(decoded.is_err(), "{name}: decoded, should be refused");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "the corpus is missing files ({seen})");
+}
+
+#[test]
+fn an_unknown_field_from_a_newer_writer_survives_a_rewrite() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/ok-unknown-field.pck");
+    let e = Entry::decode(&std::fs::read(path).unwrap()).unwrap();
+    let out = e.encode().unwrap();
+    let needle = b"\xa9from-2030\x92\x01\xa3new";
+    assert!(
+        out.windows(needle.len()).any(|w| w == needle),
+        "the unknown field was dropped"
+    );
+}

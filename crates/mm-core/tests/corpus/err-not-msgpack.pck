@@ -1,0 +1,4 @@
+From: someone
+Subject: a plain message, not an entry
+
+hi

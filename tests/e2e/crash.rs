@@ -192,6 +192,15 @@ fn corrupt_entries_go_to_bad_with_a_reason_while_good_entries_beside_them_are_de
     let mut future = valid(&id);
     future.format = 99;
     corrupt.insert(id, ("format 99", future.encode().expect("encode")));
+    // Nested far deeper than any entry: once aborted the runner (stack overflow in a worker).
+    let id = planted_id(8);
+    let mut deep = valid(&id).encode().expect("encode");
+    assert_eq!(deep[0] & 0xf0, 0x80, "an entry is a fixmap");
+    deep[0] += 1;
+    deep.extend_from_slice(b"\xa2zz");
+    deep.extend(std::iter::repeat_n(0x91u8, 100_000));
+    deep.push(0xc0);
+    corrupt.insert(id, ("cannot decode", deep));
     for (id, (_, bytes)) in &corrupt {
         plant(id, bytes);
     }

@@ -9,9 +9,11 @@
 //!
 //! # Who does what
 //!
-//! The SMTP client (`super::smtp`, feature `smtp`) sends the message with
-//! lettre 0.11's `SmtpConnection::message()`, and that call already does part
-//! of the job:
+//! The SMTP client (`super::smtp`, feature `smtp`) sends a message whose
+//! wire form is text in one write, [`to_smtp_wire`]: exactly the bytes
+//! lettre would write, built here. Any other message goes through lettre
+//! 0.11's `SmtpConnection::message()`, and that call already does part of
+//! the job:
 //!
 //! * it **dot-stuffs** (its `ClientCodec` doubles a '.' at the start of the
 //!   data and after every CRLF; a '.' after a *bare* LF or a bare CR is not
@@ -78,6 +80,36 @@ pub fn to_smtp_data(message: &[u8]) -> Vec<u8> {
     } else {
         out.extend_from_slice(rest);
     }
+    out
+}
+
+/// The exact bytes lettre's `message()` writes for `message` after `354`:
+/// [`to_smtp_data`], dot-stuffed as lettre's codec does (a '.' at the start
+/// of the data or after a CRLF is doubled), then `CRLF . CRLF`. The SMTP
+/// client sends them in one write when they are text: `message()` writes the
+/// closing dot on its own, a second TCP segment and a second wake-up of the
+/// server for every message.
+pub fn to_smtp_wire(message: &[u8]) -> Vec<u8> {
+    let data = to_smtp_data(message);
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
+    // Every line ending in `data` is CRLF, so "after a CRLF" is "after a LF".
+    let mut rest = &data[..];
+    loop {
+        if rest.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                out.extend_from_slice(&rest[..=pos]);
+                rest = &rest[pos + 1..];
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n.\r\n");
     out
 }
 
@@ -268,6 +300,7 @@ mod tests {
         ] {
             let wire = lettre_wire_image(&to_smtp_data(message));
             assert_eq!(server_lines(&wire), stored_lines(message), "{message:?}");
+            assert_eq!(to_smtp_wire(message), wire, "one-write form of {message:?}");
         }
     }
 
@@ -303,6 +336,11 @@ mod tests {
                 server_lines(&wire),
                 stored_lines(&message),
                 "message {message:?}"
+            );
+            assert_eq!(
+                to_smtp_wire(&message),
+                wire,
+                "one-write form of {message:?}"
             );
         }
     }

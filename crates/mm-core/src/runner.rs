@@ -621,7 +621,7 @@ fn abandon(slots: &[SlotRef], log: &dyn Log) {
 
 enum Transporter {
     #[cfg(feature = "smtp")]
-    Smtp(crate::delivery::smtp::SmtpClient),
+    Smtp(Box<crate::delivery::smtp::SmtpClient>),
     Dir(PathBuf),
     Discard,
     None,
@@ -630,7 +630,9 @@ enum Transporter {
 fn worker(sh: &Shared, slot: &SlotRef) {
     let mut transport = match &sh.cfg.transport {
         #[cfg(feature = "smtp")]
-        Transport::Smtp(c) => Transporter::Smtp(crate::delivery::smtp::SmtpClient::new(c.clone())),
+        Transport::Smtp(c) => {
+            Transporter::Smtp(Box::new(crate::delivery::smtp::SmtpClient::new(c.clone())))
+        }
         Transport::Dir(d) => Transporter::Dir(d.clone()),
         Transport::Discard => Transporter::Discard,
         Transport::None => Transporter::None,

@@ -54,7 +54,8 @@ pub struct Cli {
     /// Run until no due entry is left, then exit (for cron).
     #[arg(long)]
     pub until_empty: bool,
-    /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…
+    /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…;
+    /// parameters ?helo=NAME, ?ca=PEM-FILE (a private CA to trust besides the system's)
     #[arg(long, value_name = "URL", conflicts_with_all = ["deliver_to", "discard"])]
     pub smtp: Option<String>,
     /// Deliver each copy as a file into the maildir DIR (no MTA needed).

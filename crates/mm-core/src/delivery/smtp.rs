@@ -105,7 +105,7 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Quit, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
@@ -142,6 +142,9 @@ pub struct SmtpConfig {
     pub command_timeout: Duration,
     /// Recipients per transaction (0 counts as 1).
     pub max_rcpts: usize,
+    /// A PEM file of extra CA certificates to trust besides the system's
+    /// (`ca=` in the URL): for a smarthost with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for SmtpConfig {
@@ -161,6 +164,7 @@ impl fmt::Debug for SmtpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("max_rcpts", &self.max_rcpts)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -186,6 +190,7 @@ impl SmtpConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             max_rcpts: Self::DEFAULT_MAX_RCPTS,
+            ca_file: None,
         }
     }
 
@@ -199,8 +204,9 @@ impl SmtpConfig {
     /// The scheme is case-insensitive; an IPv6 host goes in brackets
     /// (`smtp://[::1]:2525`). User and password are percent-decoded (write
     /// `@` as `%40`, `:` in the user as `%3A`). Query parameters: `tls=`
-    /// (only with `smtp://`) and `helo=NAME` (percent-decoded) for the EHLO
-    /// name. A trailing `/` is allowed; any other path, a fragment or an
+    /// (only with `smtp://`), `helo=NAME` (percent-decoded) for the EHLO
+    /// name, and `ca=PATH` (percent-decoded), a PEM file of CA certificates
+    /// to trust besides the system's. A trailing `/` is allowed; any other path, a fragment or an
     /// unknown parameter is an error. Timeouts and `max_rcpts` get their
     /// defaults (set the fields afterwards to change them).
     pub fn parse(url: &str) -> Result<SmtpConfig, String> {
@@ -251,6 +257,7 @@ impl SmtpConfig {
         };
         let (host, port) = parse_host_port(hostport).map_err(|e| format!("{e} in {url:?}"))?;
         let mut helo_name = None;
+        let mut ca_file = None;
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             if pair.is_empty() {
                 continue;
@@ -282,9 +289,16 @@ impl SmtpConfig {
                     }
                     helo_name = Some(name);
                 }
+                "ca" => {
+                    let path = percent_decode(value).map_err(|e| format!("ca= in {url:?}: {e}"))?;
+                    if path.is_empty() {
+                        return Err(format!("ca= in {url:?}: empty path"));
+                    }
+                    ca_file = Some(std::path::PathBuf::from(path));
+                }
                 _ => {
                     return Err(format!(
-                        "unknown parameter {key:?} in {url:?} (known: tls, helo)"
+                        "unknown parameter {key:?} in {url:?} (known: tls, helo, ca)"
                     ));
                 }
             }
@@ -292,6 +306,7 @@ impl SmtpConfig {
         let mut config = SmtpConfig::new(host, port.unwrap_or(default_port), tls);
         config.credentials = credentials;
         config.helo_name = helo_name;
+        config.ca_file = ca_file;
         Ok(config)
     }
 }
@@ -635,7 +650,7 @@ impl SmtpClient {
         } else {
             let parameters = self
                 .tls_parameters()
-                .map_err(|e| format!("cannot set up TLS for {server}: {}", describe_error(&e)))?;
+                .map_err(|e| format!("cannot set up TLS for {server}: {e}"))?;
             Some(parameters)
         };
         let implicit = match self.config.tls {
@@ -680,11 +695,19 @@ impl SmtpClient {
         Ok(conn)
     }
 
-    fn tls_parameters(&mut self) -> Result<TlsParameters, SmtpError> {
+    fn tls_parameters(&mut self) -> Result<TlsParameters, String> {
         if let Some(parameters) = &self.tls_parameters {
             return Ok(parameters.clone());
         }
-        let parameters = TlsParameters::new(self.config.host.clone())?;
+        let mut builder = TlsParameters::builder(self.config.host.clone());
+        if let Some(path) = &self.config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| format!("bad CA file {}: {}", path.display(), describe_error(&e)))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let parameters = builder.build().map_err(|e| describe_error(&e))?;
         self.tls_parameters = Some(parameters.clone());
         Ok(parameters)
     }
@@ -1006,6 +1029,8 @@ mod tests {
         /// EHLO/HELO commands seen: one per connection.
         hellos: usize,
         transactions: Vec<Received>,
+        /// Users who authenticated (AUTH PLAIN with the password `s3cret`).
+        authenticated: Vec<String>,
     }
 
     #[derive(Clone)]
@@ -1066,6 +1091,22 @@ mod tests {
             Ok(())
         }
 
+        fn auth_plain(
+            &mut self,
+            _authorization_id: &str,
+            authentication_id: &str,
+            password: &str,
+        ) -> ServerResponse {
+            if password == "s3cret" {
+                lock(&self.shared)
+                    .authenticated
+                    .push(authentication_id.to_owned());
+                response::AUTH_OK
+            } else {
+                response::INVALID_CREDENTIALS
+            }
+        }
+
         fn data_end(&mut self) -> ServerResponse {
             let delay = lock(&self.shared).data_end_delay;
             thread::sleep(delay);
@@ -1098,6 +1139,122 @@ mod tests {
             let _ = server.serve();
         });
         (port, shared)
+    }
+
+    /// Like [`start_server`], with STARTTLS (the test certificate for
+    /// `localhost`, signed by the test CA of `tests/fixtures/tls`) and AUTH
+    /// PLAIN, which mailin offers only after STARTTLS.
+    fn start_tls_server() -> (u16, Arc<Mutex<Shared>>) {
+        // The test binary links two rustls providers (lettre's ring,
+        // mailin's aws-lc-rs); mailin's server needs a default chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let handler = TestHandler {
+            shared: Arc::clone(&shared),
+            from: String::new(),
+            rcpts: Vec::new(),
+            is8bit: false,
+            data: Vec::new(),
+        };
+        let tls = |f: &str| tls_fixture(f).to_string_lossy().into_owned();
+        let mut server = Server::new(handler);
+        server
+            .with_name("localhost")
+            .with_ssl(mailin_embedded::SslConfig::SelfSigned {
+                cert_path: tls("server.pem"),
+                key_path: tls("server.key"),
+            })
+            .expect("TLS set-up")
+            .with_auth(mailin_embedded::AuthMechanism::Plain)
+            .with_tcp_listener(listener);
+        thread::spawn(move || {
+            let _ = server.serve();
+        });
+        (port, shared)
+    }
+
+    fn tls_fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
+    }
+
+    fn client_for(url: &str) -> SmtpClient {
+        let mut config = SmtpConfig::parse(url).expect("url");
+        config.helo_name = Some("client.test".to_owned());
+        config.connect_timeout = Duration::from_secs(5);
+        config.command_timeout = Duration::from_secs(10);
+        SmtpClient::new(config)
+    }
+
+    #[test]
+    fn starttls_with_a_private_ca_and_auth_plain_deliver() {
+        let (port, shared) = start_tls_server();
+        let ca = tls_fixture("ca.pem");
+        let url = format!(
+            "smtp+starttls://mm:s3cret@localhost:{port}?ca={}",
+            ca.display()
+        );
+        let calls = deliver(
+            &mut client_for(&url),
+            "s@example.org",
+            &strings(&["a@example.org"]),
+            MESSAGE,
+        );
+        assert_eq!(
+            verdicts(&calls[0]),
+            vec![("a@example.org", Verdict::Delivered)],
+            "{calls:?}"
+        );
+        let seen = lock(&shared);
+        assert_eq!(seen.authenticated, vec!["mm".to_owned()]);
+        assert_eq!(seen.transactions.len(), 1);
+    }
+
+    #[test]
+    fn a_wrong_password_or_an_unknown_ca_defers_and_sends_nothing() {
+        let (port, shared) = start_tls_server();
+        let ca = tls_fixture("ca.pem");
+        for (url, why) in [
+            (
+                format!(
+                    "smtp+starttls://mm:wrong@localhost:{port}?ca={}",
+                    ca.display()
+                ),
+                "authentication",
+            ),
+            // Without ca= the test CA is unknown: the handshake must fail.
+            (
+                format!("smtp+starttls://mm:s3cret@localhost:{port}"),
+                "STARTTLS",
+            ),
+        ] {
+            let calls = deliver(
+                &mut client_for(&url),
+                "s@example.org",
+                &strings(&["a@example.org"]),
+                MESSAGE,
+            );
+            let r = &calls[0][0];
+            assert_eq!(r.verdict, Verdict::Deferred, "{url}: {r:?}");
+            assert!(r.reply.contains(why), "{url}: {}", r.reply);
+        }
+        let seen = lock(&shared);
+        assert!(seen.authenticated.is_empty(), "{:?}", seen.authenticated);
+        assert!(seen.transactions.is_empty());
+    }
+
+    #[test]
+    fn ca_parameter_is_parsed_and_percent_decoded() {
+        let c =
+            SmtpConfig::parse("smtp+starttls://relay.example?ca=/etc/mm/ca%20bundle.pem").unwrap();
+        assert_eq!(
+            c.ca_file,
+            Some(std::path::PathBuf::from("/etc/mm/ca bundle.pem"))
+        );
+        assert!(SmtpConfig::parse("smtp://relay.example?ca=").is_err());
     }
 
     fn client(port: u16) -> SmtpClient {

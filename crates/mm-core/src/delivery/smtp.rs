@@ -1123,6 +1123,36 @@ mod tests {
     /// A mailin-embedded server on its own port for one test (it cannot be
     /// stopped: the thread ends with the test process).
     fn start_server(shared: Shared) -> (u16, Arc<Mutex<Shared>>) {
+        serve(shared, |server| {
+            server.with_name("mx.test");
+        })
+    }
+
+    /// Like [`start_server`], with STARTTLS (the test certificate for
+    /// `localhost`, signed by the test CA of `tests/fixtures/tls`) and AUTH
+    /// PLAIN, which mailin offers only after STARTTLS.
+    fn start_tls_server() -> (u16, Arc<Mutex<Shared>>) {
+        // The test binary links two rustls providers (lettre's ring,
+        // mailin's aws-lc-rs); mailin's server needs a default chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = |f: &str| tls_fixture(f).to_string_lossy().into_owned();
+        serve(Shared::default(), |server| {
+            server
+                .with_name("localhost")
+                .with_ssl(mailin_embedded::SslConfig::SelfSigned {
+                    cert_path: tls("server.pem"),
+                    key_path: tls("server.key"),
+                })
+                .expect("TLS set-up")
+                .with_auth(mailin_embedded::AuthMechanism::Plain);
+        })
+    }
+
+    /// Starts a server on a free port, configured by `setup`.
+    fn serve(
+        shared: Shared,
+        setup: impl FnOnce(&mut Server<TestHandler>),
+    ) -> (u16, Arc<Mutex<Shared>>) {
         let shared = Arc::new(Mutex::new(shared));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("local addr").port();
@@ -1134,41 +1164,8 @@ mod tests {
             data: Vec::new(),
         };
         let mut server = Server::new(handler);
-        server.with_name("mx.test").with_tcp_listener(listener);
-        thread::spawn(move || {
-            let _ = server.serve();
-        });
-        (port, shared)
-    }
-
-    /// Like [`start_server`], with STARTTLS (the test certificate for
-    /// `localhost`, signed by the test CA of `tests/fixtures/tls`) and AUTH
-    /// PLAIN, which mailin offers only after STARTTLS.
-    fn start_tls_server() -> (u16, Arc<Mutex<Shared>>) {
-        // The test binary links two rustls providers (lettre's ring,
-        // mailin's aws-lc-rs); mailin's server needs a default chosen.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
-        let handler = TestHandler {
-            shared: Arc::clone(&shared),
-            from: String::new(),
-            rcpts: Vec::new(),
-            is8bit: false,
-            data: Vec::new(),
-        };
-        let tls = |f: &str| tls_fixture(f).to_string_lossy().into_owned();
-        let mut server = Server::new(handler);
-        server
-            .with_name("localhost")
-            .with_ssl(mailin_embedded::SslConfig::SelfSigned {
-                cert_path: tls("server.pem"),
-                key_path: tls("server.key"),
-            })
-            .expect("TLS set-up")
-            .with_auth(mailin_embedded::AuthMechanism::Plain)
-            .with_tcp_listener(listener);
+        setup(&mut server);
+        server.with_tcp_listener(listener);
         thread::spawn(move || {
             let _ = server.serve();
         });
@@ -1258,11 +1255,7 @@ mod tests {
     }
 
     fn client(port: u16) -> SmtpClient {
-        let mut config = SmtpConfig::parse(&format!("smtp://127.0.0.1:{port}")).expect("url");
-        config.helo_name = Some("client.test".to_owned());
-        config.connect_timeout = Duration::from_secs(5);
-        config.command_timeout = Duration::from_secs(10);
-        SmtpClient::new(config)
+        client_for(&format!("smtp://127.0.0.1:{port}"))
     }
 
     fn strings(addresses: &[&str]) -> Vec<String> {

@@ -3,6 +3,8 @@
 //! `tests/src/lib.rs`. Golden files live in `tests/fixtures/golden`
 //! (`MM_BLESS=1 cargo test -p mm-e2e` rewrites them).
 
+// Every tool: exit 64 and one line for a usage error, --help with examples.
+mod cli;
 // mm-enqueue: concurrency, exact bytes, every exit code, full/read-only spools, modes.
 mod enqueue;
 // mm-showq: slices partition a queue, golden listings, a listing never writes.

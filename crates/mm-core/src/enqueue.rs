@@ -34,6 +34,14 @@ const PARALLEL_FROM: usize = 64;
 /// Entries per group commit in a batch.
 pub const BATCH: usize = 512;
 
+/// Message bytes per group commit in a batch (what a caller holds in memory).
+pub const GROUP_BYTES: u64 = 64 << 20;
+
+/// Whether a group of `entries` holding `bytes` of messages is full: commit it.
+pub fn group_is_full(entries: usize, bytes: u64) -> bool {
+    entries >= BATCH || bytes >= GROUP_BYTES
+}
+
 /// Limits on what mm-enqueue accepts.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -293,11 +301,6 @@ impl Enqueuer {
             self.pending.push(p);
         }
         Ok(ids)
-    }
-
-    /// Whether enough is pending that the caller should commit now.
-    pub fn should_commit(&self) -> bool {
-        self.pending.len() >= BATCH || self.pending_bytes >= 64 << 20
     }
 
     /// Makes every pending entry durable and visible; returns their ids in

@@ -185,11 +185,7 @@ pub fn recover_queue(
                     continue;
                 }
                 match take_back(spool, queue, &name, place, me, opts, &why) {
-                    Ok(Some(a)) => f(Action {
-                        schema: crate::report::SCHEMA,
-                        path: path.clone(),
-                        ..a
-                    }),
+                    Ok(Some((action, detail))) => f(act(action, detail)),
                     Ok(None) => {}
                     Err(e) => f(act("failed", e.to_string())),
                 }
@@ -229,6 +225,8 @@ pub fn prune_records(
     removed
 }
 
+/// Takes back one dead runner's claim: what it did (action, detail), or
+/// `None` when another process got the entry first.
 fn take_back(
     spool: &Spool,
     queue: &Queue,
@@ -237,18 +235,10 @@ fn take_back(
     me: &Registration,
     opts: &RecoverOptions,
     why: &str,
-) -> Result<Option<Action>> {
-    let act = |action, detail: String| Action {
-        schema: crate::report::SCHEMA,
-        action,
-        queue: queue.name().to_string(),
-        id: Some(name.id.to_string()),
-        path: PathBuf::new(),
-        detail,
-    };
+) -> Result<Option<(&'static str, String)>> {
     let claimed = match Claim::take(spool, queue, name, place, me.token())? {
         Claimed::Lost => return Ok(None),
-        Claimed::Quarantined(reason) => return Ok(Some(act("quarantined", reason))),
+        Claimed::Quarantined(reason) => return Ok(Some(("quarantined", reason))),
         Claimed::Entry(c) => c,
     };
     let mut c = *claimed;
@@ -262,7 +252,7 @@ fn take_back(
     if n > opts.max_recoveries {
         let reason = format!("crashed its runner {n} times");
         c.quarantine(spool, queues::BAD, &reason)?;
-        return Ok(Some(act("quarantined", reason)));
+        return Ok(Some(("quarantined", reason)));
     }
     if [queues::BAD, queues::SHUNT].contains(&queue.name().as_str()) {
         // An mm-unbad (or a quarantine) that died half-way: the entry stays
@@ -277,13 +267,13 @@ fn take_back(
             });
         }
         c.preserve()?;
-        return Ok(Some(act(
+        return Ok(Some((
             "recovered",
             format!("{why}; kept preserved in {}", queue.name()),
         )));
     }
     c.release(None)?;
-    Ok(Some(act(
+    Ok(Some((
         "recovered",
         format!("{why}; recovery {n} of {}", opts.max_recoveries),
     )))

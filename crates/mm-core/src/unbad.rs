@@ -50,6 +50,18 @@ pub struct Released {
     pub detail: String,
 }
 
+impl Released {
+    fn new(id: EntryId, result: &'static str, queue: Option<String>, detail: String) -> Released {
+        Released {
+            schema: crate::report::SCHEMA,
+            id: id.to_string(),
+            result,
+            queue,
+            detail,
+        }
+    }
+}
+
 /// Releases `ids` (or, with `None`, every preserved entry) from `opts.from`.
 pub fn unbad(
     spool: &Spool,
@@ -78,13 +90,7 @@ pub fn unbad(
             .collect(),
     };
     for id in wanted {
-        let rep = |result, queue: Option<String>, detail: String| Released {
-            schema: crate::report::SCHEMA,
-            id: id.to_string(),
-            result,
-            queue,
-            detail,
-        };
+        let rep = |result, queue, detail| Released::new(id, result, queue, detail);
         let Some((name, place)) = found
             .iter()
             .find(|(n, _)| n.id == id && n.state == State::Preserved)
@@ -130,13 +136,7 @@ fn release_one(
 ) -> Result<Released> {
     let from = spool.queue(&opts.from);
     let id = name.id;
-    let rep = |result, queue: Option<String>, detail: String| Released {
-        schema: crate::report::SCHEMA,
-        id: id.to_string(),
-        result,
-        queue,
-        detail,
-    };
+    let rep = |result, queue, detail| Released::new(id, result, queue, detail);
     if !opts.select.matches_name(name, now) {
         return Ok(rep("skipped", None, "not selected".into()));
     }

@@ -161,20 +161,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Ok(())
     };
+    // The envelope was validated above and each size by read_file; add_all
+    // validates again, so nothing is checked here.
     for path in &cli.files {
-        let f = std::fs::File::open(path)
-            .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
-        let message = read_limited(f, limits.max_size)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut sub = Submission {
+        let message = read_file(path, limits.max_size)?;
+        group_bytes += message.len() as u64;
+        group.push(Submission {
             message,
             ..template.clone()
-        };
-        sub.validate(&limits)
-            .with_context(|| format!("{}", path.display()))?;
-        group_bytes += sub.message.len() as u64;
-        group.push(sub);
-        if group.len() >= mm_core::enqueue::BATCH || group_bytes >= GROUP_BYTES {
+        });
+        if mm_core::enqueue::group_is_full(group.len(), group_bytes) {
             flush(&mut group, &mut stdout)?;
             group_bytes = 0;
         }
@@ -183,8 +179,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Most message bytes read into memory for one group.
-const GROUP_BYTES: u64 = 64 << 20;
+/// Reads one `--file`: 66 if it cannot be opened, 65 if it is over `max`.
+fn read_file(path: &std::path::Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
+    read_limited(f, max).with_context(|| format!("cannot read {}", path.display()))
+}
 
 /// `--dry-run`: reads and checks each message as a real run would, writes nothing.
 fn dry_run(
@@ -201,11 +201,10 @@ fn dry_run(
         inputs.push(("standard input".into(), message));
     }
     for path in &cli.files {
-        let f = std::fs::File::open(path)
-            .map_err(|e| Error::io("cannot open", path, e).with_kind(ErrorKind::NotFound))?;
-        let message = read_limited(f, limits.max_size)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        inputs.push((path.display().to_string(), message));
+        inputs.push((
+            path.display().to_string(),
+            read_file(path, limits.max_size)?,
+        ));
     }
     for (what, message) in inputs {
         let mut sub = Submission {

@@ -537,7 +537,7 @@ impl SmtpClient {
         let data = wire::to_smtp_data(message);
         let eight_bit = !data.is_ascii();
         // The whole DATA payload in one write when it is text (see `Payload`).
-        let whole = String::from_utf8(wire::to_smtp_wire(message)).ok();
+        let whole = String::from_utf8(wire::to_smtp_wire(&data)).ok();
         let mut connect_failure = None;
         for batch in plan(recipients, self.config.max_rcpts) {
             let addresses = batch.iter().map(|&i| recipients[i].as_str()).collect();

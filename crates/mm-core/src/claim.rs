@@ -29,7 +29,8 @@
 //! recipient's outcome must be durable before going on.
 
 use std::fs::{self, File, TryLockError};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,6 +95,10 @@ pub struct Holder {
     pub since: u64,
     /// What it is: "mm-runq out 1/2", "mm-recover".
     pub what: String,
+    /// The lease it renews and fences itself by, in seconds (0 in records
+    /// written before this field: the checker's own lease applies).
+    #[serde(default)]
+    pub lease: u64,
 }
 
 /// Whether the holder of a claim is alive.
@@ -106,14 +111,29 @@ pub enum Liveness {
 }
 
 /// This process's runner record, locked for the life of the process.
+///
+/// **Fencing.** A lease lost stays lost. The gap between two renewals is
+/// measured on `CLOCK_BOOTTIME` (a frozen process, a paused VM, a suspended
+/// host all count); once a gap reaches half the lease, or the record at our
+/// path is no longer the file we created (a sweep elsewhere judged us dead
+/// and removed it), the registration is fenced for good: [`lease_ok`]
+/// answers false and [`renew`] refuses, so nothing is written to or sent for
+/// any claim taken under this token. The runner then registers again under a
+/// new token before it claims anything (runner.rs).
+///
+/// [`lease_ok`]: Registration::lease_ok
+/// [`renew`]: Registration::renew
 #[derive(Debug)]
 pub struct Registration {
     holder: Holder,
     path: PathBuf,
     file: File,
-    /// Last successful lease renewal, Unix seconds.
-    renewed: AtomicU64,
+    /// Device and inode of our record: what "still ours" means.
+    ident: (u64, u64),
+    /// Last successful renewal, in milliseconds of [`fsx::boottime`].
+    renewed_ms: AtomicU64,
     lease: Duration,
+    fenced: Mutex<Option<String>>,
 }
 
 impl Registration {
@@ -131,6 +151,7 @@ impl Registration {
             boot_id: boot_id(),
             since: clock::now_secs(),
             what: what.to_string(),
+            lease: lease.as_secs(),
         };
         let path = dir.join(&token);
         let json = serde_json::to_vec_pretty(&holder).map_err(|e| {
@@ -160,12 +181,15 @@ impl Registration {
             return Err(e);
         }
         fsx::sync_dir(&dir)?;
+        let meta = file.metadata().map_err(io_err("cannot stat", &path))?;
         Ok(Arc::new(Registration {
             holder,
             path,
             file,
-            renewed: AtomicU64::new(clock::now_secs()),
+            ident: (meta.dev(), meta.ino()),
+            renewed_ms: AtomicU64::new(fsx::boottime().as_millis() as u64),
             lease,
+            fenced: Mutex::new(None),
         }))
     }
 
@@ -179,31 +203,127 @@ impl Registration {
         &self.holder
     }
 
-    /// Renews the lease (touches the record).
+    /// The lease this registration renews.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn gap(&self) -> Duration {
+        let now = fsx::boottime().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.renewed_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Why the registration is fenced, if it is.
+    pub fn fenced(&self) -> Option<String> {
+        self.fenced.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn fence(&self, why: String) -> Error {
+        if let Ok(mut f) = self.fenced.lock()
+            && f.is_none()
+        {
+            *f = Some(why);
+        }
+        self.not_ours()
+    }
+
+    fn not_ours(&self) -> Error {
+        Error::new(
+            ErrorKind::NotOurs,
+            format!(
+                "runner {} fenced itself ({}); not writing or sending for its claims",
+                self.token(),
+                self.fenced().unwrap_or_default()
+            ),
+        )
+    }
+
+    /// Checks that the record at our path is still the file we created.
+    fn check_record(&self) -> Result<()> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.ident => Ok(()),
+            Ok(_) => Err(self.fence("its runner record was replaced".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self
+                .fence("its runner record was removed, by a recovery that judged it dead".into())),
+            // Cannot tell (an I/O error): not a proof of loss; renewal retries.
+            Err(e) => Err(Error::io("cannot stat", &self.path, e)),
+        }
+    }
+
+    /// Renews the lease: touches the record with the file system's clock.
+    /// Fails for good (and fences) when the gap since the last renewal
+    /// reached half the lease or the record is no longer ours.
     pub fn renew(&self) -> Result<()> {
-        self.file
-            .set_modified(clock::now())
-            .map_err(io_err("cannot renew the lease on", &self.path))?;
-        self.renewed.store(clock::now_secs(), Ordering::Relaxed);
+        self.check()?;
+        fsx::touch_now(&self.file).map_err(io_err("cannot renew the lease on", &self.path))?;
+        self.renewed_ms
+            .store(fsx::boottime().as_millis() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Whether the lease is still safely ours: renewed within half its length.
-    /// A runner checks this before every write to a claimed entry.
+    /// Whether the lease is still safely ours: not fenced, renewed within
+    /// half its length, and our record still in place. A runner checks this
+    /// before every write to a claimed entry and before every transaction.
     pub fn lease_ok(&self) -> bool {
-        clock::now_secs().saturating_sub(self.renewed.load(Ordering::Relaxed))
-            < self.lease.as_secs() / 2 + 1
+        self.check().is_ok()
     }
 
-    /// Removes the record; call only when no claim carries the token any more.
+    /// [`lease_ok`](Registration::lease_ok) with the reason.
+    pub fn check(&self) -> Result<()> {
+        if self.fenced().is_some() {
+            return Err(self.not_ours());
+        }
+        let gap = self.gap();
+        if gap >= self.lease / 2 {
+            return Err(self.fence(format!(
+                "{} passed since its last lease renewal, half its lease of {} or more",
+                humantime::format_duration(Duration::from_secs(gap.as_secs())),
+                humantime::format_duration(self.lease)
+            )));
+        }
+        self.check_record()
+    }
+
+    /// Removes the record (only if it is still ours); call only when no claim
+    /// carries the token any more, or when fenced (its claims are then
+    /// anybody's to take back).
     pub fn unregister(&self) {
-        let _ = fs::remove_file(&self.path);
+        if let Ok(m) = fs::symlink_metadata(&self.path)
+            && (m.dev(), m.ino()) == self.ident
+        {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
-/// Decides whether the holder whose token is `token` is alive.
+/// The file system's "now" in the runner records' directory: the mtime of
+/// a probe file touched just now with `UTIME_NOW` (on a network file system,
+/// the server's clock, like the records' own stamps). `None` when the probe
+/// cannot be written (a read-only viewer): the caller falls back to its clock.
+fn server_now(dir: &Path) -> Option<SystemTime> {
+    let probe = dir.join(format!(".probe.{}", host_name()));
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&probe)
+        .ok()?;
+    fsx::touch_now(&f).ok()?;
+    f.metadata().and_then(|m| m.modified()).ok()
+}
+
+/// Decides whether the holder whose token is `token` is alive. `lease` is
+/// the checker's; the holder's own, when its record gives one and it is
+/// longer, wins (it is what the holder fences itself by).
+///
+/// On another host the age of a lease is the record's modification time
+/// against the file system's "now" (a probe touched in the same directory),
+/// never against this host's clock: hosts whose clocks disagree still agree
+/// on ages.
 pub fn liveness(spool: &Spool, token: &str, lease: Duration) -> Liveness {
-    let path = spool.root().join(".runners").join(token);
+    let dir = spool.root().join(".runners");
+    let path = dir.join(token);
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(_) => return Liveness::Dead("its runner record is gone".into()),
@@ -233,11 +353,13 @@ pub fn liveness(spool: &Spool, token: &str, lease: Duration) -> Liveness {
             Err(TryLockError::Error(_)) => Liveness::Alive(holder),
         };
     }
+    let lease = lease.max(Duration::from_secs(holder.lease));
     let touched = file
         .metadata()
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let age = clock::now().duration_since(touched).unwrap_or_default();
+    let now = server_now(&dir).unwrap_or_else(clock::now);
+    let age = now.duration_since(touched).unwrap_or_default();
     if age > lease {
         Liveness::Dead(format!(
             "the lease of its runner on {} expired {} ago",
@@ -271,9 +393,6 @@ pub enum Claimed {
     Quarantined(String),
 }
 
-/// Serialises the writes of one claim against a stop that abandons it (see runner.rs).
-pub type WriteGuard = Arc<Mutex<bool>>;
-
 impl Claim {
     /// Claims the entry `name` found at `place` in `queue` for `token`, then
     /// opens and decodes it. An undecodable or unreadable entry is moved to
@@ -304,7 +423,15 @@ impl Claim {
                 e,
             ));
         }
-        Claim::open(spool, queue, name.id, token, to)
+        match Claim::open(spool, queue, name.id, token, to.clone()) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // Not decoded, not quarantined (an I/O error): never left
+                // stranded under our token; back as it was found.
+                let _ = put_back(queue, name.id, token, &to, name.due);
+                Err(e)
+            }
+        }
     }
 
     /// Opens a file this token already holds (after a claim or a takeover).
@@ -355,25 +482,92 @@ impl Claim {
         &self.path
     }
 
-    /// Makes the current content durable in place (the per-recipient record).
+    /// The temporary name of this claim's writes: `ID.TOKEN.tmp`, in the
+    /// claim's directory. Between writes it holds the spare (see [`save`]).
+    ///
+    /// [`save`]: Claim::save
+    fn tmp_path(&self) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(FileName::writing(self.id, Some(&self.token)).to_string())
+    }
+
+    /// Reserves the space the next [`save`](Claim::save) needs, before
+    /// anything is sent whose outcome that save must record: the spare file
+    /// (`ID.TOKEN.tmp`) is created and given blocks for the current content
+    /// and `slack` bytes of growth. On a full file system this fails, while
+    /// nothing has been sent yet.
+    pub fn reserve(&self, slack: u64) -> Result<()> {
+        let tmp = self.tmp_path();
+        let len = self.entry.encode()?.len() as u64 + slack;
+        let f = open_spare(&tmp)?;
+        fsx::preallocate(&f, len).map_err(io_err("cannot reserve space for", &tmp))
+    }
+
+    /// Makes the current content durable in place (the per-recipient record),
+    /// but only while the claim is still ours: the content goes to the spare
+    /// (`ID.TOKEN.tmp`, reusing blocks reserved earlier), is synced, and
+    /// then *exchanges* names with the `.bak` (`RENAME_EXCHANGE`). If
+    /// recovery moved the `.bak` away, the exchange fails and nothing is
+    /// recreated: [`ErrorKind::NotOurs`]. The old file, now under the
+    /// temporary name, is the spare of the next save.
     pub fn save(&self) -> Result<()> {
         let bytes = self.entry.encode()?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(FileName::writing(self.id, Some(&self.token)).to_string());
-        fsx::write_and_rename(&tmp, &self.path, &bytes, true)?;
-        fsx::sync_dir(dir)
+        let tmp = self.tmp_path();
+        let written = (|| {
+            let mut f = open_spare(&tmp)?;
+            f.write_all(&bytes).map_err(io_err("cannot write", &tmp))?;
+            f.set_len(bytes.len() as u64)
+                .map_err(io_err("cannot write", &tmp))?;
+            f.sync_data().map_err(io_err("cannot sync", &tmp))
+        })();
+        if let Err(e) = written {
+            // A half-written spare is no use; its blocks go back.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        match fsx::exchange(&tmp, &self.path) {
+            Ok(fsx::Exchanged::Swapped | fsx::Exchanged::Replaced) => fsx::sync_dir(dir),
+            Ok(fsx::Exchanged::Gone) => {
+                let _ = fs::remove_file(&tmp);
+                Err(self.gone())
+            }
+            Err(e) => Err(Error::io(
+                format_args!("cannot replace {} with", self.path.display()),
+                &tmp,
+                e,
+            )),
+        }
+    }
+
+    fn gone(&self) -> Error {
+        Error::new(
+            ErrorKind::NotOurs,
+            format!(
+                "{} is no longer claimed by {} (taken back by a recovery?); not written",
+                self.path.display(),
+                self.token
+            ),
+        )
+    }
+
+    /// Removes the spare, if any (the claim is leaving this name).
+    fn drop_spare(&self) {
+        let _ = fs::remove_file(self.tmp_path());
     }
 
     /// Done with it: removes the entry. Not synced: if the unlink is lost in a
     /// machine crash, the entry comes back as a claim of a dead runner and its
     /// recorded progress prevents a resend to recipients already done.
     pub fn finish(self) -> Result<()> {
+        self.drop_spare();
         fs::remove_file(&self.path).map_err(io_err("cannot remove", &self.path))
     }
 
     /// Done with it, but the removal is left to the caller (the runner's
     /// finisher): the path of the claimed file to remove.
     pub fn finish_later(self) -> PathBuf {
+        self.drop_spare();
         self.path
     }
 
@@ -383,18 +577,11 @@ impl Claim {
         self.release_unsaved(due)
     }
 
-    /// Puts it back as queued without rewriting it (its last saved progress stands).
+    /// Puts it back as queued without rewriting it (its last saved progress
+    /// stands): for a claim whose content did not change since it was last
+    /// saved. Needs no space on the file system.
     pub fn release_unsaved(self, due: Option<u64>) -> Result<()> {
-        let to = self.queue.path(&FileName::deferred(self.id, due));
-        fs::rename(&self.path, &to).map_err(|e| {
-            Error::io(
-                format_args!("cannot release {} as", self.path.display()),
-                &to,
-                e,
-            )
-        })?;
-        // Not synced either: a lost release leaves a claim of a dead runner, recovered later.
-        Ok(())
+        put_back(&self.queue, self.id, &self.token, &self.path, due)
     }
 
     /// Moves it, with its current content, to `dest` as queued (pass-on) or
@@ -402,12 +589,19 @@ impl Claim {
     /// rename moves it, so it is never in two places.
     pub fn move_to(self, dest: &Queue, state: State, due: Option<u64>) -> Result<PathBuf> {
         self.save()?;
+        self.move_saved(dest, state, due)
+    }
+
+    /// Moves it to `dest` as queued or preserved without rewriting it: for a
+    /// claim just saved. One rename (plus making the bucket, if new).
+    pub fn move_saved(self, dest: &Queue, state: State, due: Option<u64>) -> Result<PathBuf> {
         let name = match state {
             State::Preserved => FileName::preserved(self.id),
             _ => FileName::deferred(self.id, due),
         };
         dest.ensure_bucket(self.id.bucket())?;
         let to = dest.path(&name);
+        self.drop_spare();
         fs::rename(&self.path, &to).map_err(|e| {
             Error::io(
                 format_args!("cannot move {} to", self.path.display()),
@@ -421,22 +615,10 @@ impl Claim {
         Ok(to)
     }
 
-    /// Puts it back as preserved (`ID.psv`) in the queue it is in, with its
-    /// content saved: what an interrupted release from bad/ or shunt/ becomes.
-    pub fn preserve(self) -> Result<()> {
-        self.save()?;
-        let to = self.queue.path(&FileName::preserved(self.id));
-        fs::rename(&self.path, &to).map_err(|e| {
-            Error::io(
-                format_args!("cannot preserve {} as", self.path.display()),
-                &to,
-                e,
-            )
-        })
-    }
-
-    /// Quarantines it in `dest` (bad or shunt) with a reason.
-    pub fn quarantine(mut self, spool: &Spool, dest: &str, reason: &str) -> Result<PathBuf> {
+    /// Records in the entry that it is being quarantined in `dest` (bad or
+    /// shunt) and why; [`save`](Claim::save) and
+    /// [`move_saved`](Claim::move_saved) then put it there.
+    pub fn mark_quarantined(&mut self, dest: &str, reason: &str) {
         let now = clock::now_secs();
         self.entry.meta.quarantine = Some(Quarantine {
             reason: reason.to_string(),
@@ -448,9 +630,89 @@ impl Claim {
             now,
             format!("quarantined in {dest} from {}: {reason}", self.queue.name()),
         );
+    }
+
+    /// Puts it back as preserved (`ID.psv`) in the queue it is in, with its
+    /// content saved: what an interrupted release from bad/ or shunt/ becomes.
+    pub fn preserve(self) -> Result<()> {
+        self.save()?;
+        let to = self.queue.path(&FileName::preserved(self.id));
+        self.drop_spare();
+        fs::rename(&self.path, &to).map_err(|e| {
+            Error::io(
+                format_args!("cannot preserve {} as", self.path.display()),
+                &to,
+                e,
+            )
+        })
+    }
+
+    /// Quarantines it in `dest` (bad or shunt) with a reason.
+    pub fn quarantine(mut self, spool: &Spool, dest: &str, reason: &str) -> Result<PathBuf> {
+        self.mark_quarantined(dest, reason);
         let dest = spool.queue_named(dest)?;
         self.move_to(&dest, State::Preserved, None)
     }
+}
+
+/// Opens (or creates) a claim's spare file for a rewrite from its start.
+fn open_spare(tmp: &Path) -> Result<File> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(fsx::FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+        .map_err(io_err("cannot create", tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(fsx::FILE_MODE))
+        .map_err(io_err("cannot set the mode of", tmp))?;
+    Ok(f)
+}
+
+/// Puts the claimed file at `path` (held by `token`) back as queued, due at
+/// `due`, without rewriting it: what its last save recorded stands. For a
+/// claim whose [`Claim`] is not at hand (a worker abandoned at a stop, an
+/// entry that could not be opened, a stray found at exit). Needs no space.
+/// Not synced: a lost put-back leaves a claim of a dead runner, which
+/// recovery takes back.
+pub fn put_back(
+    queue: &Queue,
+    id: EntryId,
+    token: &str,
+    path: &Path,
+    due: Option<u64>,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_file(dir.join(FileName::writing(id, Some(token)).to_string()));
+    }
+    let to = queue.path(&FileName::deferred(id, due));
+    fs::rename(path, &to).map_err(|e| {
+        Error::io(
+            format_args!("cannot put back {} as", path.display()),
+            &to,
+            e,
+        )
+    })
+}
+
+/// Publishes a new entry (a bounce record) in `queue` as queued: written
+/// in full under a temporary name, synced, renamed, the directory synced.
+/// Writing the same entry again (a retry after a failure) gives the same
+/// name and content, never a second entry.
+pub fn publish(queue: &Queue, entry: &Entry) -> Result<()> {
+    let id: EntryId = entry.id.parse().map_err(|_| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("not an entry id: {}", entry.id),
+        )
+    })?;
+    let bucket = queue.ensure_bucket(id.bucket())?;
+    let tmp = bucket.join(FileName::writing(id, None).to_string());
+    let dest = bucket.join(FileName::queued(id).to_string());
+    let _ = fs::remove_file(&tmp);
+    fsx::write_and_rename(&tmp, &dest, &entry.encode()?, true)?;
+    fsx::sync_dir(&bucket)
 }
 
 /// Moves an entry that cannot be decoded (or read) to bad/ with a reason.

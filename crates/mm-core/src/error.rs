@@ -50,6 +50,10 @@ pub enum ErrorKind {
     Temporary,
     /// The entry is held by a live runner.
     Busy,
+    /// A claim is no longer ours: recovery took it back, our lease was lost
+    /// (the runner fenced itself), or a stop abandoned it. Nothing may be
+    /// written to it or sent for it any more.
+    NotOurs,
     /// A setting is wrong (a flag combination, a URL).
     Config,
     /// A bug: an invariant of the core did not hold.
@@ -64,7 +68,7 @@ impl ErrorKind {
             ErrorKind::Invalid | ErrorKind::Corrupt => exit::DATAERR,
             ErrorKind::NotFound => exit::NOINPUT,
             ErrorKind::Permission => exit::NOPERM,
-            ErrorKind::Temporary | ErrorKind::Busy => exit::TEMPFAIL,
+            ErrorKind::Temporary | ErrorKind::Busy | ErrorKind::NotOurs => exit::TEMPFAIL,
             ErrorKind::Config => exit::CONFIG,
             ErrorKind::Internal => exit::SOFTWARE,
         }

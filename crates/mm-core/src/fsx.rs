@@ -154,6 +154,146 @@ pub fn free_space(path: &Path) -> Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Time since boot, suspend and pauses included (`CLOCK_BOOTTIME`): what a
+/// lease gap is measured with. Not the wall clock, which an admin or NTP can
+/// step, and which `MM_TEST_*` moves.
+pub fn boottime() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    std::time::Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Sets a file's modification time to "now" as the file system sees it
+/// (`futimens` with `UTIME_NOW`): on NFS the server's clock, so that ages
+/// compared between two such stamps do not depend on any client's clock.
+pub fn touch_now(file: &File) -> io::Result<()> {
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_NOW,
+    };
+    rustix::fs::futimens(
+        file,
+        &rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: now,
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+/// What [`exchange`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exchanged {
+    /// The two names swapped their files: `dest` has the new content, `src`
+    /// the old file (kept as the next write's preallocated spare).
+    Swapped,
+    /// The file system cannot exchange; `dest` existed and was replaced by a
+    /// plain rename (a narrow window: see docs/shared-fs.md).
+    Replaced,
+    /// `dest` does not exist: nothing was written under its name.
+    Gone,
+}
+
+/// Replaces `dest` with `src` only if `dest` exists: `renameat2(2)` with
+/// `RENAME_EXCHANGE`, which fails with `ENOENT` rather than recreate a name
+/// that another process moved away. Where the file system does not support
+/// it (`EINVAL`), falls back to checking that `dest` exists, then `rename`.
+pub fn exchange(src: &Path, dest: &Path) -> io::Result<Exchanged> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, src, CWD, dest, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(Exchanged::Swapped),
+        Err(rustix::io::Errno::NOENT) => {
+            if fs::symlink_metadata(src).is_err() {
+                return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            Ok(Exchanged::Gone)
+        }
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            match fs::symlink_metadata(dest) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Exchanged::Gone),
+                Err(e) => Err(e),
+                Ok(_) => fs::rename(src, dest).map(|()| Exchanged::Replaced),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Preallocates `len` bytes for `file` without changing its size, so a later
+/// write of up to `len` bytes needs no new block from a file system that is
+/// full by then. Unsupported (`EOPNOTSUPP`): a no-op.
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The free blocks and inodes a runner keeps in hand before it claims an
+/// entry: below either, it claims nothing and says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// Free bytes.
+    pub bytes: u64,
+    /// Free inodes (ignored where the file system reports none at all).
+    pub inodes: u64,
+}
+
+impl Default for Floor {
+    fn default() -> Floor {
+        Floor {
+            bytes: 1 << 20,
+            inodes: 64,
+        }
+    }
+}
+
+/// Whether the file system holding `path` has at least `floor` free; the
+/// reason when not.
+pub fn below_floor(path: &Path, floor: Floor) -> Result<Option<String>> {
+    let st = rustix::fs::statvfs(path)
+        .map_err(|e| Error::io("cannot statvfs", path, io::Error::from(e)))?;
+    let bytes = st.f_bavail.saturating_mul(st.f_frsize);
+    if bytes < floor.bytes {
+        return Ok(Some(format!(
+            "the spool's file system has {} KiB free, below the floor of {} KiB",
+            bytes / 1024,
+            floor.bytes / 1024
+        )));
+    }
+    if st.f_files > 0 && st.f_favail < floor.inodes {
+        return Ok(Some(format!(
+            "the spool's file system has {} free inodes, below the floor of {}",
+            st.f_favail, floor.inodes
+        )));
+    }
+    Ok(None)
+}
+
+/// File systems where `syncfs(2)` is not known to reach stable storage:
+/// FUSE (GlusterFS, and others), NFS, SMB/CIFS, Ceph, AFS, 9p, Lustre. There,
+/// durability needs `fdatasync` of each file and `fsync` of the directory.
+pub fn syncfs_is_durable(path: &Path) -> bool {
+    const NOT_DURABLE: &[u64] = &[
+        0x6573_5546, // FUSE_SUPER_MAGIC (glusterfs, sshfs, ...)
+        0x0000_6969, // NFS_SUPER_MAGIC
+        0xFF53_4D42, // CIFS_MAGIC_NUMBER
+        0xFE53_4D42, // SMB2_MAGIC_NUMBER
+        0x0000_517B, // SMB_SUPER_MAGIC
+        0x00C3_6400, // CEPH_SUPER_MAGIC
+        0x5346_414F, // AFS_SUPER_MAGIC
+        0x0102_1997, // V9FS_MAGIC
+        0x0BD0_0BD0, // LL_SUPER_MAGIC (Lustre)
+    ];
+    match rustix::fs::statfs(path) {
+        Ok(st) => !NOT_DURABLE.contains(&(st.f_type as u64 & 0xFFFF_FFFF)),
+        Err(_) => false,
+    }
+}
+
 /// Sixteen random bytes from the kernel.
 pub fn random_bytes() -> [u8; 16] {
     let mut buf = [0u8; 16];

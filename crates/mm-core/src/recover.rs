@@ -100,6 +100,14 @@ pub fn recover_queue(
         _ => {}
     })?;
     let now = clock::now();
+    // One verdict per holder and sweep (a lease check touches a probe file).
+    let mut verdicts: std::collections::HashMap<String, Liveness> = Default::default();
+    let mut liveness = |token: &str| {
+        verdicts
+            .entry(token.to_string())
+            .or_insert_with(|| claim::liveness(spool, token, opts.lease))
+            .clone()
+    };
     for (name, place) in found {
         let path = queue.found_path(&name, place);
         let act = |action, detail: String| Action {
@@ -127,10 +135,7 @@ pub fn recover_queue(
         }
         if name.state == State::Writing {
             let stale = if name.holder.is_some() {
-                matches!(
-                    claim::liveness(spool, &holder, opts.lease),
-                    Liveness::Dead(_)
-                )
+                matches!(liveness(&holder), Liveness::Dead(_))
             } else {
                 std::fs::symlink_metadata(&path)
                     .and_then(|m| m.modified())
@@ -152,7 +157,7 @@ pub fn recover_queue(
             }
             continue;
         }
-        match claim::liveness(spool, &holder, opts.lease) {
+        match liveness(&holder) {
             Liveness::Alive(h) => {
                 live.insert(holder.clone());
                 f(act(
@@ -241,7 +246,25 @@ fn take_back(
         Claimed::Quarantined(reason) => return Ok(Some(("quarantined", reason))),
         Claimed::Entry(c) => c,
     };
-    let mut c = *claimed;
+    let c = *claimed;
+    let (id, path) = (c.id(), c.path().to_path_buf());
+    let result = settle(spool, queue, c, opts, why);
+    if result.is_err() {
+        // Never stranded under our token (a full disk, say): back as it was,
+        // its recovery not counted, for the next recovery or runner.
+        let _ = claim::put_back(queue, id, me.token(), &path, None);
+    }
+    result.map(Some)
+}
+
+/// Counts a taken-back entry's recovery and puts it where it belongs.
+fn settle(
+    spool: &Spool,
+    queue: &Queue,
+    mut c: Claim,
+    opts: &RecoverOptions,
+    why: &str,
+) -> Result<(&'static str, String)> {
     let now = clock::now_secs();
     c.entry.meta.recoveries += 1;
     let n = c.entry.meta.recoveries;
@@ -252,7 +275,7 @@ fn take_back(
     if n > opts.max_recoveries {
         let reason = format!("crashed its runner {n} times");
         c.quarantine(spool, queues::BAD, &reason)?;
-        return Ok(Some(("quarantined", reason)));
+        return Ok(("quarantined", reason));
     }
     if [queues::BAD, queues::SHUNT].contains(&queue.name().as_str()) {
         // An mm-unbad (or a quarantine) that died half-way: the entry stays
@@ -267,14 +290,14 @@ fn take_back(
             });
         }
         c.preserve()?;
-        return Ok(Some((
+        return Ok((
             "recovered",
             format!("{why}; kept preserved in {}", queue.name()),
-        )));
+        ));
     }
     c.release(None)?;
-    Ok(Some((
+    Ok((
         "recovered",
         format!("{why}; recovery {n} of {}", opts.max_recoveries),
-    )))
+    ))
 }

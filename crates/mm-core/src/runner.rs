@@ -27,15 +27,15 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::claim::{Claim, Claimed, Registration};
+use crate::claim::{self, Claim, Claimed, Registration};
 use crate::clock;
-use crate::delivery::{RcptResult, Verdict, local};
+use crate::delivery::{Deliver, Discard, Mail, Maildir, RcptResult, Verdict};
 use crate::entry::{Bounce, Entry, RcptState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fsx;
+use crate::fsx::{self, Floor};
 use crate::id::{EntryId, FileName, State};
 use crate::pipeline::{self, Stage, StageOutcome};
 use crate::recover::{self, RecoverOptions};
@@ -96,6 +96,15 @@ pub struct RunnerConfig {
     pub max_recoveries: u32,
     /// Largest number of entries one pass takes on.
     pub batch: usize,
+    /// The lease this runner renews (other hosts take its claims back only
+    /// after it expired; it fences itself at half of it).
+    pub lease: Duration,
+    /// Free space and inodes kept in hand: below, nothing is claimed.
+    pub floor: Floor,
+    /// How long a cron run (`Once`, `UntilEmpty`) retries a write that keeps
+    /// failing before it stops with the entry left claimed for recovery. A
+    /// service retries until it is stopped.
+    pub write_retry: Duration,
 }
 
 /// Signals the runner watches.
@@ -171,14 +180,27 @@ pub enum Outcome {
 /// A worker's claimed entry, as the stopping main thread sees it.
 #[derive(Default)]
 struct Slot {
-    current: Option<(Queue, EntryId, PathBuf)>,
+    /// The claim in hand: its queue, id, token and path.
+    current: Option<Held>,
+    /// The stop ran out of time and left this worker behind.
     abandoned: bool,
+    /// The claim's content in memory is ahead of the file (a save keeps
+    /// failing): the file must not be put back, which would resend.
+    unsaved: bool,
+}
+
+#[derive(Clone)]
+struct Held {
+    queue: Queue,
+    id: EntryId,
+    token: String,
+    path: PathBuf,
 }
 
 type SlotRef = Arc<Mutex<Slot>>;
 
 fn abandoned() -> Error {
-    Error::new(ErrorKind::Temporary, "abandoned at shutdown")
+    Error::new(ErrorKind::NotOurs, "abandoned at shutdown")
 }
 
 /// Runs `f` on the claim's file only if the slot was not abandoned and our
@@ -189,12 +211,7 @@ fn guarded<T>(me: &Registration, slot: &SlotRef, f: impl FnOnce() -> Result<T>) 
     if s.abandoned {
         return Err(abandoned());
     }
-    if !me.lease_ok() {
-        return Err(Error::new(
-            ErrorKind::Temporary,
-            "lease not renewed in time; not writing (mm-recover will take the entry back)",
-        ));
-    }
+    me.check()?;
     let r = f();
     drop(s);
     r
@@ -206,7 +223,8 @@ struct Shared {
     spool: Spool,
     queue: Queue,
     cfg: RunnerConfig,
-    me: Arc<Registration>,
+    /// Our registration; replaced by a new one when the old one fenced itself.
+    me: RwLock<Arc<Registration>>,
     signals: Signals,
     log: Arc<dyn Log>,
     /// Entries of the current pass not yet taken by a worker.
@@ -219,8 +237,48 @@ struct Shared {
     pass: Mutex<Stats>,
     /// Set when the run ends: idle workers exit.
     closing: AtomicBool,
+    /// Workers retrying a write that keeps failing: while any is, nobody
+    /// claims new work.
+    stalled: AtomicUsize,
+    /// Entries left claimed with unsaved progress (never put back).
+    unsaved: Mutex<Vec<EntryId>>,
+    /// The last free-space check: when, and the reason it failed.
+    floor_seen: Mutex<Option<(Instant, Option<String>)>>,
     /// Removes finished entries.
     finisher: Finisher,
+}
+
+impl Shared {
+    fn me(&self) -> Arc<Registration> {
+        match self.me.read() {
+            Ok(me) => Arc::clone(&me),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Whether a worker may claim another entry now.
+    fn may_claim(&self) -> bool {
+        !self.signals.stop.load(Ordering::Relaxed)
+            && self.stalled.load(Ordering::SeqCst) == 0
+            && self.me().fenced().is_none()
+    }
+
+    /// Why the spool's file system is too full to claim, checked at most
+    /// once a second.
+    fn below_floor(&self) -> Option<String> {
+        let Ok(mut seen) = self.floor_seen.lock() else {
+            return None;
+        };
+        if let Some((at, why)) = &*seen
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return why.clone();
+        }
+        let why = fsx::below_floor(self.queue.dir(), self.cfg.floor)
+            .unwrap_or_else(|e| Some(format!("cannot check the spool's free space: {e}")));
+        *seen = Some((Instant::now(), why.clone()));
+        why
+    }
 }
 
 /// Removes finished entries off the workers' path. An unlink costs a
@@ -332,49 +390,12 @@ pub fn run(
     }
     write_lock_owner(&lock, &lock_path);
 
-    let what = format!("mm-runq {} {}", cfg.queue, cfg.slice);
-    let me = Registration::register(spool, &what, crate::claim::DEFAULT_LEASE)?;
-    // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
-    // once (a sleeping loop would hold up the exit of a short cron run).
-    let (renewer_stop, stopped) = std::sync::mpsc::channel::<()>();
-    let renewer = {
-        let me = Arc::clone(&me);
-        std::thread::spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(crate::claim::DEFAULT_LEASE / 4)
-            {
-                let _ = me.renew();
-            }
-        })
-    };
-
-    // Take back what dead runners left in our slice before anything else.
-    let opts = RecoverOptions {
-        select: crate::select::Selector {
-            slice: Some(cfg.slice),
-            ..Default::default()
-        },
-        max_recoveries: cfg.max_recoveries,
-        ..RecoverOptions::default()
-    };
-    recover::recover_queue(spool, &queue, &me, &opts, &mut |a| {
-        if a.action != "busy" {
-            log.line(&format!(
-                "{} {} {}: {} ({})",
-                cfg.queue,
-                a.action,
-                a.id.as_deref().unwrap_or("-"),
-                a.path.display(),
-                a.detail
-            ));
-        }
-    })?;
-
+    let me = Registration::register(spool, &what(cfg), cfg.lease)?;
     let shared = Arc::new(Shared {
         spool: spool.clone(),
         queue,
         cfg: cfg.clone(),
-        me: Arc::clone(&me),
+        me: RwLock::new(me),
         signals: signals.clone(),
         log: Arc::clone(&log),
         work: Mutex::new(VecDeque::new()),
@@ -382,24 +403,101 @@ pub fn run(
         wake: Condvar::new(),
         pass: Mutex::new(Stats::default()),
         closing: AtomicBool::new(false),
+        stalled: AtomicUsize::new(0),
+        unsaved: Mutex::new(Vec::new()),
+        floor_seen: Mutex::new(None),
         finisher: Finisher::start(Arc::clone(&log), cfg.connections),
     });
-    let result = run_passes(&shared);
+    // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
+    // once (a sleeping loop would hold up the exit of a short cron run).
+    let (renewer_stop, stopped) = std::sync::mpsc::channel::<()>();
+    let renewer = {
+        let sh = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut told = String::new();
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(sh.cfg.lease / 4) {
+                let me = sh.me();
+                if let Err(e) = me.renew()
+                    && told != me.token()
+                {
+                    told = me.token().to_string();
+                    sh.log.line(&format!("{} {e}", sh.cfg.queue));
+                }
+            }
+        })
+    };
+
+    // Take back what dead runners left in our slice before anything else.
+    let result = recover_own_slice(&shared).and_then(|()| run_passes(&shared));
     shared.finisher.close();
     drop(renewer_stop);
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => {
-            me.unregister_if_clean(spool, &shared.queue);
+            put_back_strays(&shared);
             return Err(e);
         }
     };
     if !stats.abandoned {
         let _ = renewer.join();
-        me.unregister_if_clean(spool, &shared.queue);
+        put_back_strays(&shared);
     }
     drop(lock);
     Ok(Outcome::Done(stats))
+}
+
+fn what(cfg: &RunnerConfig) -> String {
+    format!("mm-runq {} {}", cfg.queue, cfg.slice)
+}
+
+/// Takes back what dead runners (an earlier token of ours included) left in
+/// our slice.
+fn recover_own_slice(sh: &Shared) -> Result<()> {
+    let opts = RecoverOptions {
+        select: crate::select::Selector {
+            slice: Some(sh.cfg.slice),
+            ..Default::default()
+        },
+        max_recoveries: sh.cfg.max_recoveries,
+        lease: sh.cfg.lease,
+        ..RecoverOptions::default()
+    };
+    let me = sh.me();
+    recover::recover_queue(&sh.spool, &sh.queue, &me, &opts, &mut |a| {
+        if a.action != "busy" {
+            sh.log.line(&format!(
+                "{} {} {}: {} ({})",
+                sh.cfg.queue,
+                a.action,
+                a.id.as_deref().unwrap_or("-"),
+                a.path.display(),
+                a.detail
+            ));
+        }
+    })?;
+    Ok(())
+}
+
+/// A lease lost stays lost: the fenced registration is dropped (its record
+/// removed, so its claims are anybody's to take back), a new one is made,
+/// and the old token's claims are taken back before anything is claimed.
+/// A worker still busy under the old token can write nothing: the old
+/// registration stays fenced.
+fn register_again(sh: &Shared, why: &str) -> Result<()> {
+    let old = sh.me();
+    let new = Registration::register(&sh.spool, &what(&sh.cfg), sh.cfg.lease)?;
+    sh.log.line(&format!(
+        "{} runner {} fenced itself ({why}); it writes and sends nothing more for its claims; registered again as {}",
+        sh.cfg.queue,
+        old.token(),
+        new.token()
+    ));
+    match sh.me.write() {
+        Ok(mut me) => *me = new,
+        Err(p) => *p.into_inner() = new,
+    }
+    old.unregister();
+    recover_own_slice(sh)
 }
 
 fn write_lock_owner(lock: &File, path: &std::path::Path) {
@@ -416,21 +514,46 @@ fn write_lock_owner(lock: &File, path: &std::path::Path) {
     let _ = path;
 }
 
-impl Registration {
-    /// Removes the record unless a claim of ours is still on disk (then the
-    /// record stays, and mm-recover sees a dead holder).
-    fn unregister_if_clean(&self, _spool: &Spool, queue: &Queue) {
-        let mut ours = false;
-        let _ = queue.scan(Slice::ALL, &mut |item| {
-            if let Item::Entry { name, .. } = item
-                && name.holder.as_deref() == Some(self.token())
-            {
-                ours = true;
-            }
-        });
-        if !ours {
-            self.unregister();
+/// At the end of a run: our claims still on disk that no worker holds (a
+/// worker's put-back that failed) go back as queued, unless their progress
+/// in memory was never saved (then they stay for recovery, which is the
+/// honest state: the file is older than what was sent). The record is
+/// removed once nothing carries our token.
+fn put_back_strays(sh: &Shared) {
+    let me = sh.me();
+    let unsaved = sh.unsaved.lock().map(|u| u.clone()).unwrap_or_default();
+    let mut strays = Vec::new();
+    let _ = sh.queue.scan(Slice::ALL, &mut |item| {
+        if let Item::Entry { name, place, .. } = item
+            && name.holder.as_deref() == Some(me.token())
+            && name.state == State::Claimed
+        {
+            strays.push((name, place));
         }
+    });
+    let mut ours = false;
+    for (name, place) in strays {
+        let path = sh.queue.found_path(&name, place);
+        if unsaved.contains(&name.id) {
+            ours = true;
+            continue;
+        }
+        match claim::put_back(&sh.queue, name.id, me.token(), &path, None) {
+            Ok(()) => sh.log.line(&format!(
+                "{} {} put back as queued at exit, as last recorded",
+                sh.cfg.queue, name.id
+            )),
+            Err(e) => {
+                ours = true;
+                sh.log.line(&format!(
+                    "{} {} {e}; mm-recover will",
+                    sh.cfg.queue, name.id
+                ));
+            }
+        }
+    }
+    if !ours {
+        me.unregister();
     }
 }
 
@@ -510,9 +633,15 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
         .collect();
     let mut totals = Stats::default();
     let mut done_so_far = 0u64;
+    let mut idle_backoff = cfg.poll;
     let result = loop {
         if sh.signals.stop.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if let Some(why) = sh.me().fenced()
+            && let Err(e) = register_again(sh, &why)
+        {
+            break Err(e);
         }
         let now = clock::now_secs();
         let (batch, total_due) = match due_entries(&sh.queue, cfg.slice, now, cfg.batch) {
@@ -541,6 +670,28 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
             totals.abandoned = true;
             return Ok(totals);
         }
+        if p.entries() == 0 && p.errors > 0 && sh.me().fenced().is_none() {
+            // A pass that moved nothing and met errors: a cron run ends with
+            // 75 (EX_TEMPFAIL) rather than spin on the same failures; a
+            // service waits longer each time, up to ten polls.
+            match cfg.mode {
+                Mode::Once | Mode::UntilEmpty => {
+                    break Err(Error::new(
+                        ErrorKind::Temporary,
+                        format!(
+                            "{}: a pass made no progress: {} of {} due entries met an error (see above); try again later",
+                            cfg.queue, p.errors, total_due
+                        ),
+                    ));
+                }
+                Mode::Service => {
+                    sleep_unless_stopped(&sh.signals, idle_backoff);
+                    idle_backoff = (idle_backoff * 2).min(cfg.poll * 10).max(cfg.poll);
+                    continue;
+                }
+            }
+        }
+        idle_backoff = cfg.poll;
         // One pass means every entry due when it began, even past one batch.
         if cfg.mode == Mode::Once && total_due <= taken {
             break Ok(());
@@ -564,7 +715,8 @@ fn wait_for_pass(sh: &Shared, slots: &[SlotRef], done_so_far: u64, total_due: u6
             let Ok(mut work) = sh.work.lock() else {
                 return false;
             };
-            if sh.signals.stop.load(Ordering::Relaxed) {
+            // Stopping, fenced: nothing more is claimed this pass.
+            if sh.signals.stop.load(Ordering::Relaxed) || sh.me().fenced().is_some() {
                 work.clear();
             }
             if work.is_empty() && sh.busy.load(Ordering::SeqCst) == 0 {
@@ -598,45 +750,45 @@ fn sleep_unless_stopped(signals: &Signals, d: Duration) {
     }
 }
 
-/// Puts every busy worker's entry back as queued, as last recorded.
+/// Puts every busy worker's entry back as queued, as last recorded, unless
+/// its progress in memory is ahead of the file (then it stays claimed, for
+/// recovery: putting back an older file would resend).
 fn abandon(slots: &[SlotRef], log: &dyn Log) {
     for slot in slots {
         let Ok(mut s) = slot.lock() else { continue };
         s.abandoned = true;
-        if let Some((queue, id, path)) = s.current.take() {
-            let to = queue.path(&FileName::queued(id));
-            match std::fs::rename(&path, &to) {
-                Ok(()) => log.line(&format!(
-                    "{} {id} abandoned at shutdown; put back as queued with its recorded progress",
-                    queue.name()
-                )),
-                Err(e) => log.line(&format!(
-                    "{} {id} abandoned at shutdown; cannot put back ({e}); mm-recover will",
-                    queue.name()
-                )),
-            }
+        let Some(h) = s.current.take() else { continue };
+        let q = h.queue.name();
+        let id = h.id;
+        if s.unsaved {
+            log.line(&format!(
+                "{q} {id} abandoned at shutdown with progress not yet recorded; left claimed for mm-recover"
+            ));
+            continue;
+        }
+        match claim::put_back(&h.queue, h.id, &h.token, &h.path, None) {
+            Ok(()) => log.line(&format!(
+                "{q} {id} abandoned at shutdown; put back as queued with its recorded progress"
+            )),
+            Err(e) => log.line(&format!(
+                "{q} {id} abandoned at shutdown; {e}; mm-recover will"
+            )),
         }
     }
 }
 
-enum Transporter {
-    #[cfg(feature = "smtp")]
-    Smtp(Box<crate::delivery::smtp::SmtpClient>),
-    Dir(PathBuf),
-    Discard,
-    None,
+fn transport(t: &Transport) -> Option<Box<dyn Deliver>> {
+    match t {
+        #[cfg(feature = "smtp")]
+        Transport::Smtp(c) => Some(Box::new(crate::delivery::smtp::SmtpClient::new(c.clone()))),
+        Transport::Dir(d) => Some(Box::new(Maildir(d.clone()))),
+        Transport::Discard => Some(Box::new(Discard)),
+        Transport::None => None,
+    }
 }
 
 fn worker(sh: &Shared, slot: &SlotRef) {
-    let mut transport = match &sh.cfg.transport {
-        #[cfg(feature = "smtp")]
-        Transport::Smtp(c) => {
-            Transporter::Smtp(Box::new(crate::delivery::smtp::SmtpClient::new(c.clone())))
-        }
-        Transport::Dir(d) => Transporter::Dir(d.clone()),
-        Transport::Discard => Transporter::Discard,
-        Transport::None => Transporter::None,
-    };
+    let mut transport = transport(&sh.cfg.transport);
     loop {
         let next = {
             let Ok(mut work) = sh.work.lock() else { break };
@@ -644,7 +796,7 @@ fn worker(sh: &Shared, slot: &SlotRef) {
                 if sh.closing.load(Ordering::SeqCst) {
                     break None;
                 }
-                if !sh.signals.stop.load(Ordering::Relaxed)
+                if sh.may_claim()
                     && let Some(item) = work.pop_front()
                 {
                     sh.busy.fetch_add(1, Ordering::SeqCst);
@@ -659,31 +811,13 @@ fn worker(sh: &Shared, slot: &SlotRef) {
         let Some((name, place)) = next else { break };
         let mut st = Stats::default();
         let result = process(sh, slot, &mut transport, &name, place, &mut st);
+        if let Err(e) = result {
+            st.errors += 1;
+            failed(sh, slot, &name, &e);
+        }
         if let Ok(mut s) = slot.lock() {
-            let held = s.current.take();
-            if let Err(e) = result
-                && !s.abandoned
-            {
-                st.errors += 1;
-                // A local failure (a full disk, an I/O error): put the entry back,
-                // deferred by the shortest delay, as last recorded, rather than
-                // keep it claimed until this runner exits.
-                let due = clock::now_secs() + sh.cfg.retry.min.as_secs().max(1);
-                let put_back = held.map(|(queue, id, path)| {
-                    let to = queue.path(&FileName::deferred(id, Some(due)));
-                    std::fs::rename(&path, &to)
-                });
-                let what = match put_back {
-                    Some(Ok(())) => format!("put back, due {}", clock::rfc3339(due)),
-                    Some(Err(e)) => format!("cannot put back ({e}); mm-recover will"),
-                    None => "nothing claimed".into(),
-                };
-                sh.log.line(&format!(
-                    "{} {} error: {e}; {what}",
-                    sh.queue.name(),
-                    name.id
-                ));
-            }
+            s.current = None;
+            s.unsaved = false;
         }
         if let Ok(mut p) = sh.pass.lock() {
             p.add(&st);
@@ -691,44 +825,206 @@ fn worker(sh: &Shared, slot: &SlotRef) {
         let _w = sh.work.lock();
         sh.busy.fetch_sub(1, Ordering::SeqCst);
     }
-    #[cfg(feature = "smtp")]
-    if let Transporter::Smtp(c) = &mut transport {
-        c.close();
+    if let Some(t) = transport.as_mut() {
+        t.close();
     }
 }
 
+/// An entry met an error: one line, and its claim (if any) put back as last
+/// recorded, due after the shortest delay; except when the claim is no
+/// longer ours, or its progress in memory could not be saved (then it stays
+/// claimed: an older file put back would resend).
+fn failed(sh: &Shared, slot: &SlotRef, name: &FileName, e: &Error) {
+    let Ok(mut s) = slot.lock() else { return };
+    if s.abandoned {
+        return;
+    }
+    let what = match s.current.take() {
+        None => "nothing claimed".to_string(),
+        Some(_) if e.kind() == ErrorKind::NotOurs => "the claim is left alone".to_string(),
+        Some(h) if s.unsaved => {
+            if let Ok(mut u) = sh.unsaved.lock() {
+                u.push(h.id);
+            }
+            "its progress could not be recorded; left claimed for mm-recover".to_string()
+        }
+        Some(h) => {
+            let due = clock::now_secs() + sh.cfg.retry.min.as_secs().max(1);
+            match claim::put_back(&h.queue, h.id, &h.token, &h.path, Some(due)) {
+                Ok(()) => format!("put back as last recorded, due {}", clock::rfc3339(due)),
+                Err(e) => format!("{e}; mm-recover will"),
+            }
+        }
+    };
+    sh.log.line(&format!(
+        "{} {} error: {e}; {what}",
+        sh.queue.name(),
+        name.id
+    ));
+}
+
+/// Runs a write to a claimed entry until it is durable. A write that fails
+/// (a full disk, no inodes, an I/O error) is never given up while the runner
+/// lives: progress known in memory is never thrown away. The worker keeps
+/// the claim, every worker stops claiming, and the write is retried with a
+/// growing delay until it succeeds, the claim is no longer ours, or a stop
+/// abandons the worker.
+fn durably<T>(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    id: EntryId,
+    what: &str,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut delay = Duration::from_millis(100);
+    let mut stalled = false;
+    let started = Instant::now();
+    let result = loop {
+        match guarded(me, slot, &mut f) {
+            Ok(v) => break Ok(v),
+            Err(e) if matches!(e.kind(), ErrorKind::NotOurs | ErrorKind::Internal) => break Err(e),
+            Err(e) if sh.cfg.mode != Mode::Service && started.elapsed() >= sh.cfg.write_retry => {
+                break Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot {what} after retrying for {}: {e}",
+                        humantime::format_duration(Duration::from_secs(
+                            started.elapsed().as_secs()
+                        ))
+                    ),
+                ));
+            }
+            Err(e) => {
+                if !stalled {
+                    stalled = true;
+                    sh.stalled.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut s) = slot.lock() {
+                        s.unsaved = true;
+                    }
+                    sh.log.line(&format!(
+                        "{} {id} cannot {what}: {e}; keeping the claim and its progress, retrying (nothing new is claimed meanwhile)",
+                        sh.queue.name()
+                    ));
+                }
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if slot.lock().map(|s| s.abandoned).unwrap_or(true) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if stalled {
+        sh.stalled.fetch_sub(1, Ordering::SeqCst);
+        sh.wake.notify_all();
+        if result.is_ok() {
+            if let Ok(mut s) = slot.lock() {
+                s.unsaved = false;
+            }
+            sh.log.line(&format!(
+                "{} {id} {what}: done after retrying",
+                sh.queue.name()
+            ));
+        }
+    }
+    result
+}
+
+/// One entry's way through the runner: take, run stages, deliver, expire,
+/// dispose. Each step's result is a type; every write goes through
+/// [`durably`], every change of state through claim.rs.
 fn process(
     sh: &Shared,
     slot: &SlotRef,
-    transport: &mut Transporter,
+    transport: &mut Option<Box<dyn Deliver>>,
     name: &FileName,
     place: Place,
     st: &mut Stats,
 ) -> Result<()> {
     let started = Instant::now();
-    let qname = sh.queue.name().to_string();
-    let claimed = guarded(&sh.me, slot, || {
-        Claim::take(&sh.spool, &sh.queue, name, place, sh.me.token())
+    let me = sh.me();
+    let Some(mut c) = take(sh, &me, slot, name, place, st)? else {
+        return Ok(());
+    };
+    let disposal = match run_stages(sh, &me, slot, &mut c)? {
+        Staged::Ready => {
+            let mut summary = match transport {
+                Some(t) => deliver(sh, &me, slot, t.as_mut(), &mut c)?,
+                None => AttemptSummary::default(),
+            };
+            expire(&sh.cfg.retry, &mut c.entry, &mut summary);
+            Disposal::Attempted(summary)
+        }
+        Staged::Defer(reason) => Disposal::Defer(reason),
+        Staged::Shunt(reason) => Disposal::Shunt(reason),
+    };
+    let line = dispose(sh, &me, slot, c, disposal, st)?;
+    sh.log
+        .line(&format!("{line} {}ms", started.elapsed().as_millis()));
+    Ok(())
+}
+
+/// Step 1: claim the entry (a lost race is `None`, silently).
+fn take(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    name: &FileName,
+    place: Place,
+    st: &mut Stats,
+) -> Result<Option<Claim>> {
+    if let Some(why) = sh.below_floor() {
+        return Err(Error::new(
+            ErrorKind::Temporary,
+            format!("not claimed: {why}"),
+        ));
+    }
+    let claimed = guarded(me, slot, || {
+        Claim::take(&sh.spool, &sh.queue, name, place, me.token())
     })?;
-    let mut c = match claimed {
-        Claimed::Lost => return Ok(()),
+    let c = match claimed {
+        Claimed::Lost => return Ok(None),
         Claimed::Quarantined(reason) => {
             st.quarantined += 1;
-            sh.log
-                .line(&format!("{qname} {} quarantined in bad: {reason}", name.id));
-            return Ok(());
+            sh.log.line(&format!(
+                "{} {} quarantined in bad: {reason}",
+                sh.queue.name(),
+                name.id
+            ));
+            return Ok(None);
         }
         Claimed::Entry(c) => *c,
     };
     crate::crashpoint::here("runner-after-claim");
     if let Ok(mut s) = slot.lock() {
-        s.current = Some((sh.queue.clone(), c.id(), c.path().to_path_buf()));
+        s.current = Some(Held {
+            queue: sh.queue.clone(),
+            id: c.id(),
+            token: me.token().to_string(),
+            path: c.path().to_path_buf(),
+        });
     }
-    let now = clock::now_secs();
-    let id = c.id();
+    Ok(Some(c))
+}
 
-    // 1. Pipeline stages not yet done.
+/// What the stages said.
+enum Staged {
+    /// All done: deliver.
+    Ready,
+    /// A stage asked to try again later.
+    Defer(String),
+    /// A stage refused the entry.
+    Shunt(String),
+}
+
+/// Step 2: the pipeline stages not yet done, each one's progress saved.
+fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> Result<Staged> {
     let stages = &sh.cfg.stages;
+    let qname = sh.queue.name().to_string();
     while (c.entry.meta.stage as usize) < stages.len() {
         let i = c.entry.meta.stage as usize;
         match pipeline::run_stage(
@@ -745,123 +1041,166 @@ fn process(
                 }
                 c.entry.meta.stage += 1;
                 if (c.entry.meta.stage as usize) < stages.len() {
-                    guarded(&sh.me, slot, || c.save())?;
+                    durably(sh, me, slot, c.id(), "record a stage's result", || c.save())?;
                 }
             }
-            StageOutcome::Defer(reason) => {
-                c.entry.meta.attempts += 1;
-                let first = *c.entry.meta.first_attempt.get_or_insert(now);
-                if sh.cfg.retry.expired(first, now) {
-                    // A stage that keeps deferring must not hold mail forever.
-                    let why = format!(
-                        "gave up after {} of deferrals: {reason}",
-                        humantime::format_duration(sh.cfg.retry.give_up)
-                    );
-                    guarded(&sh.me, slot, || {
-                        c.quarantine(&sh.spool, queues::SHUNT, &why).map(|_| ())
-                    })?;
-                    st.shunted += 1;
-                    sh.log.line(&format!("{qname} {id} shunted: {why}"));
-                    return Ok(());
-                }
-                let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
-                c.entry.meta.next_attempt = Some(due);
-                c.entry.meta.last_error = Some(reason.clone());
-                guarded(&sh.me, slot, || c.release(Some(due)))?;
-                st.deferred += 1;
-                sh.log.line(&format!(
-                    "{qname} {id} deferred until {}: {reason}",
-                    clock::rfc3339(due)
-                ));
-                return Ok(());
-            }
-            StageOutcome::Shunt(reason) => {
-                guarded(&sh.me, slot, || {
-                    c.quarantine(&sh.spool, queues::SHUNT, &reason).map(|_| ())
-                })?;
-                st.shunted += 1;
-                sh.log.line(&format!("{qname} {id} shunted: {reason}"));
-                return Ok(());
-            }
+            StageOutcome::Defer(reason) => return Ok(Staged::Defer(reason)),
+            StageOutcome::Shunt(reason) => return Ok(Staged::Shunt(reason)),
         }
     }
+    Ok(Staged::Ready)
+}
 
-    // 2. Delivery to the pending recipients.
+/// Step 3: delivery to the pending recipients, each transaction's outcome
+/// recorded before the next begins.
+fn deliver(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    transport: &mut dyn Deliver,
+    c: &mut Claim,
+) -> Result<AttemptSummary> {
+    let mut summary = AttemptSummary::default();
     let positions: Vec<usize> = (0..c.entry.recipients.len())
         .filter(|&i| c.entry.recipients[i].state == RcptState::Pending)
         .collect();
+    if positions.is_empty() {
+        return Ok(summary);
+    }
     let pending: Vec<String> = positions
         .iter()
         .map(|&i| c.entry.recipients[i].address.clone())
         .collect();
-    let mut summary = AttemptSummary::default();
-    if !matches!(transport, Transporter::None) && !pending.is_empty() {
-        c.entry.meta.attempts += 1;
-        c.entry.meta.first_attempt.get_or_insert(now);
-        let total = pending.len();
-        let mut seen = 0usize;
-        let sender = c.entry.sender.clone();
-        // A copy for the transport: `record` saves the entry (message and all)
-        // after each transaction, so the entry must keep its own.
-        let message = c.entry.message.clone();
-        let mut record = |results: &[RcptResult]| -> Result<()> {
-            seen += results.len();
-            apply(&mut c.entry, results, &mut summary);
-            // The last transaction's outcome is written by the final move below.
-            if seen < total {
-                guarded(&sh.me, slot, || c.save())?;
-                crate::crashpoint::here("runner-after-record");
-                Ok(())
-            } else {
-                Ok(())
-            }
-        };
-        let r = match transport {
-            #[cfg(feature = "smtp")]
-            Transporter::Smtp(client) => client.deliver(&sender, &pending, &message, &mut record),
-            // One copy, then its record, recipient by recipient.
-            Transporter::Dir(dir) => pending.iter().zip(&positions).try_for_each(|(rcpt, &i)| {
-                record(&[local::deliver_copy(
-                    dir,
-                    &id.to_string(),
-                    i,
-                    &sender,
-                    rcpt,
-                    &message,
-                )])
-            }),
-            Transporter::Discard => record(&local::discard(&pending)),
-            Transporter::None => Ok(()),
-        };
-        r?;
+    if pending.len() > 1 {
+        // More than one transaction may follow, each recorded before the
+        // next: reserve the record's space now, while nothing is sent.
+        let slack = 4096 + 512 * pending.len() as u64;
+        guarded(me, slot, || c.reserve(slack)).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("not delivered: no space to record the outcome: {e}"),
+            )
+        })?;
     }
-
-    // 3. What is left decides where the entry goes.
     let now = clock::now_secs();
-    let still_pending = c.entry.pending().count();
-    if still_pending > 0
-        && c.entry
+    c.entry.meta.attempts += 1;
+    c.entry.meta.first_attempt.get_or_insert(now);
+    let total = pending.len();
+    let mut seen = 0usize;
+    let (id, sender) = (c.id().to_string(), c.entry.sender.clone());
+    // A copy for the transport: `record` saves the entry (message and all)
+    // after each transaction, so the entry must keep its own.
+    let message = c.entry.message.clone();
+    let mut record = |results: &[RcptResult]| -> Result<()> {
+        seen += results.len();
+        apply(&mut c.entry, results, &mut summary);
+        // The last transaction's outcome is written by the disposal.
+        if seen < total {
+            durably(
+                sh,
+                me,
+                slot,
+                c.id(),
+                "record a transaction's outcome",
+                || c.save(),
+            )?;
+            crate::crashpoint::here("runner-after-record");
+        }
+        // Nothing more is sent for a claim that is no longer safely ours.
+        me.check()
+    };
+    let mail = Mail {
+        id: &id,
+        sender: &sender,
+        recipients: &pending,
+        positions: &positions,
+        message: &message,
+    };
+    transport.deliver(&mail, &mut record)?;
+    Ok(summary)
+}
+
+/// Step 4: recipients still pending past the give-up time fail ("expired").
+fn expire(retry: &RetryPolicy, entry: &mut Entry, summary: &mut AttemptSummary) {
+    let now = clock::now_secs();
+    if entry.pending().count() == 0
+        || !entry
             .meta
             .first_attempt
-            .is_some_and(|f| sh.cfg.retry.expired(f, now))
+            .is_some_and(|f| retry.expired(f, now))
     {
-        let horizon = humantime::format_duration(sh.cfg.retry.give_up);
-        for r in c
-            .entry
-            .recipients
-            .iter_mut()
-            .filter(|r| r.state == RcptState::Pending)
-        {
-            r.state = RcptState::Failed;
-            let last = r.last_reply.take().unwrap_or_else(|| "no reply".into());
-            r.last_reply = Some(format!(
-                "expired: gave up after {horizon}; last reply: {last}"
-            ));
-            r.updated = Some(now);
-            summary.deferred = summary.deferred.saturating_sub(1);
-            summary.failed += 1;
-        }
+        return;
     }
+    let horizon = humantime::format_duration(retry.give_up);
+    for r in entry
+        .recipients
+        .iter_mut()
+        .filter(|r| r.state == RcptState::Pending)
+    {
+        r.state = RcptState::Failed;
+        let last = r.last_reply.take().unwrap_or_else(|| "no reply".into());
+        r.last_reply = Some(format!(
+            "{EXPIRED}: gave up after {horizon}; last reply: {last}"
+        ));
+        r.updated = Some(now);
+        summary.deferred = summary.deferred.saturating_sub(1);
+        summary.failed += 1;
+    }
+}
+
+/// The prefix of an expired recipient's last reply.
+const EXPIRED: &str = "expired";
+
+/// Where an entry goes once its attempt is over.
+enum Disposal {
+    /// Stages deferred it: back to the queue, due after the backoff.
+    Defer(String),
+    /// A stage refused it: shunt/.
+    Shunt(String),
+    /// Delivery was tried (or there is none here): by what is left, back
+    /// to the queue, on to the next one, or removed.
+    Attempted(AttemptSummary),
+}
+
+/// Step 5: write the bounce record for new failures, then put the entry
+/// where the disposal says, each write until durable. Returns the log line.
+fn dispose(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    mut c: Claim,
+    disposal: Disposal,
+    st: &mut Stats,
+) -> Result<String> {
+    let qname = sh.queue.name().to_string();
+    let id = c.id();
+    let now = clock::now_secs();
+    let summary = match disposal {
+        Disposal::Defer(reason) => {
+            c.entry.meta.attempts += 1;
+            let first = *c.entry.meta.first_attempt.get_or_insert(now);
+            if !sh.cfg.retry.expired(first, now) {
+                let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
+                c.entry.meta.next_attempt = Some(due);
+                c.entry.meta.last_error = Some(reason.clone());
+                durably(sh, me, slot, id, "record why it is deferred", || c.save())?;
+                guarded(me, slot, || c.release_unsaved(Some(due)))?;
+                st.deferred += 1;
+                return Ok(format!(
+                    "{qname} {id} deferred until {}: {reason}",
+                    clock::rfc3339(due)
+                ));
+            }
+            // A stage that keeps deferring must not hold mail forever.
+            let why = format!(
+                "gave up after {} of deferrals: {reason}",
+                humantime::format_duration(sh.cfg.retry.give_up)
+            );
+            return shunt(sh, me, slot, c, &why, st);
+        }
+        Disposal::Shunt(reason) => return shunt(sh, me, slot, c, &reason, st),
+        Disposal::Attempted(s) => s,
+    };
     let new_failures: Vec<usize> = c
         .entry
         .recipients
@@ -871,8 +1210,10 @@ fn process(
         .map(|(i, _)| i)
         .collect();
     if !new_failures.is_empty() {
-        guarded(&sh.me, slot, || {
-            write_bounce(&sh.spool, &qname, &c.entry, &new_failures)
+        let record = bounce_record(&qname, &c.entry, &new_failures);
+        let bounces = sh.spool.queue_named(queues::BOUNCES)?;
+        durably(sh, me, slot, id, "write its bounce record", || {
+            claim::publish(&bounces, &record)
         })?;
         for i in new_failures {
             c.entry.recipients[i]
@@ -883,42 +1224,81 @@ fn process(
     st.rcpt_delivered += summary.delivered;
     st.rcpt_deferred += summary.deferred;
     st.rcpt_failed += summary.failed;
-    let remaining = c.entry.pending().count();
-    let verdict;
-    if remaining > 0 && !matches!(transport, Transporter::None) {
-        let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
-        c.entry.meta.next_attempt = Some(due);
-        guarded(&sh.me, slot, || c.release(Some(due)))?;
-        st.deferred += 1;
-        verdict = format!("deferred until {}", clock::rfc3339(due));
-    } else if let Some(next) = &sh.cfg.then {
-        c.entry.meta.stage = 0;
-        c.entry.meta.next_attempt = None;
-        c.entry.note(now, format!("passed from {qname} to {next}"));
-        let dest = sh.spool.queue(next);
-        guarded(&sh.me, slot, || {
-            c.move_to(&dest, State::Queued, None).map(|_| ())
-        })?;
-        st.passed += 1;
-        verdict = format!("passed to {next}");
-    } else {
-        crate::crashpoint::here("runner-before-finish");
-        guarded(&sh.me, slot, || sh.finisher.finish(c))?;
-        st.finished += 1;
-        verdict = "done".into();
-    }
+    let verdict = match next(&sh.cfg, &c.entry) {
+        Next::Retry => {
+            let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
+            c.entry.meta.next_attempt = Some(due);
+            durably(sh, me, slot, id, "record its outcome", || c.save())?;
+            guarded(me, slot, || c.release_unsaved(Some(due)))?;
+            st.deferred += 1;
+            format!("deferred until {}", clock::rfc3339(due))
+        }
+        Next::PassOn(next) => {
+            c.entry.meta.stage = 0;
+            c.entry.meta.next_attempt = None;
+            c.entry.note(now, format!("passed from {qname} to {next}"));
+            let dest = sh.spool.queue(&next);
+            durably(sh, me, slot, id, "record its outcome", || c.save())?;
+            guarded(me, slot, || {
+                c.move_saved(&dest, State::Queued, None).map(|_| ())
+            })?;
+            st.passed += 1;
+            format!("passed to {next}")
+        }
+        Next::Finish => {
+            crate::crashpoint::here("runner-before-finish");
+            guarded(me, slot, || sh.finisher.finish(c))?;
+            st.finished += 1;
+            "done".into()
+        }
+    };
     let mut line = format!(
-        "{qname} {id} delivered={} deferred={} failed={} {verdict} {}ms",
-        summary.delivered,
-        summary.deferred,
-        summary.failed,
-        started.elapsed().as_millis()
+        "{qname} {id} delivered={} deferred={} failed={} {verdict}",
+        summary.delivered, summary.deferred, summary.failed,
     );
     if let Some(reply) = &summary.last_problem {
         let _ = write!(line, " reply=\"{}\"", reply.replace('"', "'"));
     }
-    sh.log.line(&line);
-    Ok(())
+    Ok(line)
+}
+
+/// Where a delivered (or not deliverable here) entry goes.
+enum Next {
+    /// Recipients left: back to the queue, due after the backoff.
+    Retry,
+    /// All done, `--then`: on to that queue.
+    PassOn(QueueName),
+    /// All done: removed.
+    Finish,
+}
+
+fn next(cfg: &RunnerConfig, entry: &Entry) -> Next {
+    if entry.pending().count() > 0 && !matches!(cfg.transport, Transport::None) {
+        Next::Retry
+    } else if let Some(next) = &cfg.then {
+        Next::PassOn(next.clone())
+    } else {
+        Next::Finish
+    }
+}
+
+fn shunt(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    mut c: Claim,
+    reason: &str,
+    st: &mut Stats,
+) -> Result<String> {
+    let (qname, id) = (sh.queue.name().to_string(), c.id());
+    c.mark_quarantined(queues::SHUNT, reason);
+    durably(sh, me, slot, id, "record why it is shunted", || c.save())?;
+    let dest = sh.spool.queue_named(queues::SHUNT)?;
+    guarded(me, slot, || {
+        c.move_saved(&dest, State::Preserved, None).map(|_| ())
+    })?;
+    st.shunted += 1;
+    Ok(format!("{qname} {id} shunted: {reason}"))
 }
 
 /// Marks a failed recipient whose bounce record was written.
@@ -964,9 +1344,10 @@ fn apply(entry: &mut Entry, results: &[RcptResult], s: &mut AttemptSummary) {
     }
 }
 
-/// Writes a bounce record for the recipients `failed` of `entry` into bounces/.
-fn write_bounce(spool: &Spool, queue: &str, entry: &Entry, failed: &[usize]) -> Result<()> {
-    let bounces = spool.queue_named(queues::BOUNCES)?;
+/// The bounce record for the recipients `failed` of `entry`: a new entry
+/// for bounces/, its id fixed here so that a write retried after a failure
+/// is the same record, never a second one.
+fn bounce_record(queue: &str, entry: &Entry, failed: &[usize]) -> Entry {
     let now = clock::now();
     let micros = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -997,7 +1378,7 @@ fn write_bounce(spool: &Spool, queue: &str, entry: &Entry, failed: &[usize]) -> 
         entry.recipients[i]
             .last_reply
             .as_deref()
-            .is_some_and(|r| r.starts_with("expired"))
+            .is_some_and(|r| r.starts_with(EXPIRED))
     });
     b.meta.list = entry.meta.list.clone();
     b.meta.kv = entry.meta.kv.clone();
@@ -1005,15 +1386,11 @@ fn write_bounce(spool: &Spool, queue: &str, entry: &Entry, failed: &[usize]) -> 
         original_id: entry.id.clone(),
         original_queue: queue.to_string(),
         reason: if expired {
-            "expired".into()
+            EXPIRED.into()
         } else {
             "refused".into()
         },
         extra: Default::default(),
     });
-    let bucket = bounces.ensure_bucket(id.bucket())?;
-    let tmp = bucket.join(FileName::writing(id, None).to_string());
-    let dest = bucket.join(FileName::queued(id).to_string());
-    fsx::write_and_rename(&tmp, &dest, &b.encode()?, true)?;
-    fsx::sync_dir(&bucket)
+    b
 }

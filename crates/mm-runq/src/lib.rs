@@ -103,6 +103,17 @@ pub struct Cli {
     /// Recoveries of an entry from a dead runner before it goes to bad/.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_recoveries: u32,
+    /// The lease on this runner's claims, for runners of other hosts on a
+    /// shared spool: renewed every quarter of it; a runner that could not
+    /// renew within half of it fences itself. Longer than a host's worst pause.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// How long a cron run (--once, --until-empty) retries a write to a
+    /// claimed entry that keeps failing (a full disk) before it exits 75 with
+    /// the entry left claimed for recovery; a service retries until stopped.
+    /// Meanwhile nothing new is claimed.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub write_retry: Duration,
     /// Log to FILE instead of standard error (reopened on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -292,6 +303,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         poll: cli.poll,
         max_recoveries: cli.max_recoveries,
         batch: 100_000,
+        lease: cli.lease.max(Duration::from_secs(4)),
+        floor: mm_core::fsx::Floor::default(),
+        write_retry: cli.write_retry,
     };
     let spool = cli.spool.open()?;
     if cli.dry_run {

@@ -43,3 +43,76 @@ pub struct RcptResult {
     /// The server's reply (code and text), or a description of the local failure.
     pub reply: String,
 }
+
+/// One entry's mail, as a transport sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Mail<'a> {
+    /// The entry id (names the copies of a maildir delivery).
+    pub id: &'a str,
+    /// The envelope sender (`""`: the null sender).
+    pub sender: &'a str,
+    /// The recipients to deliver to now.
+    pub recipients: &'a [String],
+    /// Each recipient's position in the entry (same length as `recipients`).
+    pub positions: &'a [usize],
+    /// The message as stored.
+    pub message: &'a [u8],
+}
+
+/// The record a transport hands each transaction's results to, before it
+/// starts the next one. An error stops the delivery at once: the transport
+/// returns it and neither tries nor reports the remaining recipients.
+pub type Record<'r> = dyn FnMut(&[RcptResult]) -> crate::Result<()> + 'r;
+
+/// A way to deliver: SMTP to a smarthost, a maildir, or discard.
+///
+/// Every recipient given gets exactly one [`RcptResult`], handed to `record`
+/// once its transaction has ended, unless `record` fails.
+pub trait Deliver: Send {
+    /// Delivers `mail`, reporting each transaction's results to `record`.
+    fn deliver(&mut self, mail: &Mail<'_>, record: &mut Record<'_>) -> crate::Result<()>;
+
+    /// Ends any connection kept open between entries.
+    fn close(&mut self) {}
+}
+
+/// `--deliver-to DIR`: one maildir copy per recipient, each recorded before the next.
+pub struct Maildir(pub std::path::PathBuf);
+
+impl Deliver for Maildir {
+    fn deliver(&mut self, mail: &Mail<'_>, record: &mut Record<'_>) -> crate::Result<()> {
+        mail.recipients
+            .iter()
+            .zip(mail.positions)
+            .try_for_each(|(rcpt, &i)| {
+                record(&[local::deliver_copy(
+                    &self.0,
+                    mail.id,
+                    i,
+                    mail.sender,
+                    rcpt,
+                    mail.message,
+                )])
+            })
+    }
+}
+
+/// `--discard`: every recipient accepted, nothing sent.
+pub struct Discard;
+
+impl Deliver for Discard {
+    fn deliver(&mut self, mail: &Mail<'_>, record: &mut Record<'_>) -> crate::Result<()> {
+        record(&local::discard(mail.recipients))
+    }
+}
+
+#[cfg(feature = "smtp")]
+impl Deliver for smtp::SmtpClient {
+    fn deliver(&mut self, mail: &Mail<'_>, record: &mut Record<'_>) -> crate::Result<()> {
+        smtp::SmtpClient::deliver(self, mail.sender, mail.recipients, mail.message, record)
+    }
+
+    fn close(&mut self) {
+        smtp::SmtpClient::close(self)
+    }
+}

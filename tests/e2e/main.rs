@@ -25,3 +25,5 @@ mod crash;
 mod select;
 // Hostile input and least privilege: real users, hostile names, planted files, injected EIO, endless input.
 mod hostile;
+// A full file system (blocks, inodes) at each write of a delivery and at start-up recovery.
+mod faults;

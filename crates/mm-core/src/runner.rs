@@ -1238,7 +1238,12 @@ fn dispose(
             c.entry.meta.next_attempt = None;
             c.entry.note(now, format!("passed from {qname} to {next}"));
             let dest = sh.spool.queue(&next);
-            durably(sh, me, slot, id, "record its outcome", || c.save())?;
+            // The save and the bucket in the next queue (a new directory
+            // needs an inode) until durable; then one rename.
+            durably(sh, me, slot, id, "record its outcome", || {
+                c.save()?;
+                dest.ensure_bucket(id.bucket()).map(|_| ())
+            })?;
             guarded(me, slot, || {
                 c.move_saved(&dest, State::Queued, None).map(|_| ())
             })?;
@@ -1292,8 +1297,11 @@ fn shunt(
 ) -> Result<String> {
     let (qname, id) = (sh.queue.name().to_string(), c.id());
     c.mark_quarantined(queues::SHUNT, reason);
-    durably(sh, me, slot, id, "record why it is shunted", || c.save())?;
     let dest = sh.spool.queue_named(queues::SHUNT)?;
+    durably(sh, me, slot, id, "record why it is shunted", || {
+        c.save()?;
+        dest.ensure_bucket(id.bucket()).map(|_| ())
+    })?;
     guarded(me, slot, || {
         c.move_saved(&dest, State::Preserved, None).map(|_| ())
     })?;

@@ -1,0 +1,368 @@
+//! Faults of the spool's file system in the middle of a delivery: a real
+//! small file system (a tmpfs, so these tests need root) filled to the last
+//! block, or to the last inode, at each point where the runner must write
+//! what it has done, and during start-up recovery.
+//!
+//! What must hold at every point, counted from the SMTP server's own record
+//! of what it accepted (mailin-embedded): after space returns and the queue
+//! drains, each recipient the server accepted got exactly one copy, nothing
+//! is lost (every recipient is delivered, bounced, or still pending in a
+//! queued entry), and nothing stays claimed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mm_core::EntryId;
+use mm_core::State;
+use mm_e2e::{TestSpool, Tool};
+
+use crate::runq::{Bg, dump, entries_in, name_of, poll_until, rcpt_states, runq};
+use crate::smtp::MailServer;
+
+/// What runs out.
+#[derive(Clone, Copy, Debug)]
+enum Resource {
+    /// Free blocks.
+    Blocks,
+    /// Free inodes.
+    Inodes,
+}
+
+/// Which write meets the full file system.
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    /// The record of transaction 1 (of 3), and of 2 after it.
+    AfterFirstTransaction,
+    /// The bounce record for a recipient refused with 550.
+    BounceRecord,
+    /// The pass-on to the next queue (`--then`).
+    PassOn,
+    /// The release of an entry with a recipient deferred by 451.
+    Release,
+}
+
+const RCPTS: [&str; 3] = ["a@example.com", "b@example.com", "c@example.com"];
+
+/// A spool on its own small tmpfs.
+fn small_spool(what: &str) -> Option<TestSpool> {
+    TestSpool::tmpfs(what, "size=8m,nr_inodes=400,mode=0755")
+}
+
+/// mm-enqueue into `queue` (its free-space minimum off: the whole small
+/// file system is for the test).
+fn enqueue(s: &TestSpool, queue: &str, rcpts: &[&str], message: &[u8]) -> EntryId {
+    let out = Tool::new("mm-enqueue")
+        .spool(s)
+        .args([
+            "--min-free",
+            "0",
+            "-q",
+            queue,
+            "-f",
+            "owner@example.org",
+            "--",
+        ])
+        .args(rcpts)
+        .stdin(message)
+        .run();
+    out.assert_ok();
+    out.id()
+}
+
+/// Fills the file system of `s` (blocks or inodes) until it refuses; the
+/// filler lives in `.fill/` and [`unfill`] removes it.
+fn fill(s: &TestSpool, what: Resource) {
+    fill_leaving(s, what, 0);
+}
+
+/// [`fill`], then gives back `pages` pages (4 KiB each) or `pages` inodes.
+fn fill_leaving(s: &TestSpool, what: Resource, pages: u64) {
+    let dir = s.root().join(".fill");
+    std::fs::create_dir_all(&dir).expect("cannot create .fill");
+    match what {
+        Resource::Blocks => {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.join("blocks")).expect("filler file");
+            let chunk = vec![0x55u8; 64 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let small = [0u8; 512];
+            while f.write_all(&small).is_ok() {}
+        }
+        Resource::Inodes => {
+            for i in 0.. {
+                if std::fs::File::create(dir.join(format!("i{i}"))).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // stat -f: %a free blocks for a user, %d free inodes.
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%a %d"])
+        .arg(s.root())
+        .output()
+        .expect("cannot run stat -f");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "stat -f said {text:?}");
+    match what {
+        Resource::Blocks => assert!(v[0] < 2, "not full: {} blocks free", v[0]),
+        Resource::Inodes => assert!(v[1] < 2, "not full: {} inodes free", v[1]),
+    }
+    if pages > 0 {
+        match what {
+            Resource::Blocks => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("blocks"))
+                    .expect("filler file");
+                let len = f.metadata().unwrap().len();
+                f.set_len(len.saturating_sub(pages * 4096) & !4095).unwrap();
+            }
+            Resource::Inodes => {
+                for i in 0..pages {
+                    std::fs::remove_file(dir.join(format!("i{i}"))).unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn unfill(s: &TestSpool) {
+    std::fs::remove_dir_all(s.root().join(".fill")).expect("cannot remove the filler");
+}
+
+/// Every file of the spool's queues that is a claim or a runner's temporary.
+fn claimed_files(s: &TestSpool) -> Vec<PathBuf> {
+    s.entry_files()
+        .into_iter()
+        .filter(|p| !p.starts_with(s.root().join(".fill")))
+        .filter(|p| {
+            let n = name_of(p);
+            n.state == State::Claimed || n.state == State::Writing
+        })
+        .collect()
+}
+
+fn only_entry(s: &TestSpool, queue: &str) -> PathBuf {
+    let v = entries_in(s, queue);
+    assert_eq!(v.len(), 1, "expected one entry in {queue}/: {v:#?}");
+    v[0].clone()
+}
+
+fn log_has(log: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle))
+}
+
+/// One cell of the matrix: an entry for three recipients, one transaction
+/// each; the server holds the reply to transaction 1 while the test fills
+/// the file system, then everything goes on; space returns once the runner
+/// has met the full disk (or has finished without needing any).
+fn case(what: Resource, point: Point) {
+    let name = format!("fault matrix {what:?} at {point:?}");
+    let Some(s) = small_spool(&name) else {
+        return;
+    };
+    let server = MailServer::start();
+    match point {
+        Point::BounceRecord => server.refuse_always("b@example.com", 550, "5.1.1 no such user"),
+        Point::Release => server.refuse_always("c@example.com", 451, "4.2.0 try later"),
+        _ => {}
+    }
+    server.stall(Duration::from_secs(60));
+    let id = enqueue(&s, "out", &RCPTS, b"Subject: fault\n\nthe disk fills\n");
+    let log = s.work().join("runq.log");
+    let mut args = vec![
+        "--until-empty".to_string(),
+        "--smtp".into(),
+        server.url(),
+        "--max-rcpts".into(),
+        "1".into(),
+        "--write-retry".into(),
+        "60s".into(),
+        "--log".into(),
+        log.display().to_string(),
+    ];
+    if let Point::PassOn = point {
+        args.extend(["--then".to_string(), "sent".into()]);
+    }
+    let mut runner = Bg::spawn(&s, "mm-runq", &args, &[]);
+    server.wait_stalled(1, Duration::from_secs(20));
+    fill(&s, what);
+    server.release();
+    // Space returns once the runner says it is waiting for it, or once it
+    // is done (the reservation made the full disk a non-event).
+    poll_until(
+        &format!("{name}: the runner meets the full disk or finishes"),
+        Duration::from_secs(30),
+        || log_has(&log, "keeping the claim") || runner.try_status().is_some(),
+    );
+    let waited = log_has(&log, "keeping the claim");
+    unfill(&s);
+    let status = runner.wait(Duration::from_secs(60));
+    assert!(status.success(), "{name}: {status}\n{}", runner.output());
+    if waited {
+        assert!(
+            log_has(&log, "done after retrying"),
+            "{name}: the write was not retried to success\n{}",
+            runner.output()
+        );
+    }
+
+    // The server's account: each accepted recipient once, and only those
+    // the runner could deliver.
+    let copies = server.copies();
+    let expected: Vec<&str> = match point {
+        Point::BounceRecord => vec!["a@example.com", "c@example.com"],
+        Point::Release => vec!["a@example.com", "b@example.com"],
+        _ => RCPTS.to_vec(),
+    };
+    for r in &expected {
+        assert_eq!(
+            copies.get(*r),
+            Some(&1),
+            "{name}: copies {copies:?}\n{}",
+            runner.output()
+        );
+    }
+    assert_eq!(copies.len(), expected.len(), "{name}: copies {copies:?}");
+    assert!(
+        claimed_files(&s).is_empty(),
+        "{name}: left claimed: {:#?}",
+        claimed_files(&s)
+    );
+
+    // Nothing lost: where the rest is.
+    match point {
+        Point::AfterFirstTransaction => {
+            assert!(entries_in(&s, "out").is_empty(), "{name}");
+        }
+        Point::BounceRecord => {
+            assert!(entries_in(&s, "out").is_empty(), "{name}");
+            let b = only_entry(&s, "bounces");
+            let v = dump(&s, &name_of(&b).id);
+            let states = rcpt_states(&v);
+            assert_eq!(states.len(), 1, "{name}: {v:#}");
+            let (state, reply) = &states["b@example.com"];
+            assert_eq!(state, "failed", "{name}");
+            assert!(reply.contains("550"), "{name}: {reply}");
+        }
+        Point::PassOn => {
+            assert!(entries_in(&s, "out").is_empty(), "{name}");
+            let e = only_entry(&s, "sent");
+            assert_eq!(name_of(&e).id, id);
+            let states = rcpt_states(&dump(&s, &id));
+            assert!(
+                states.values().all(|(st, _)| st == "delivered"),
+                "{name}: {states:?}"
+            );
+        }
+        Point::Release => {
+            let e = only_entry(&s, "out");
+            assert_eq!(name_of(&e).state, State::Queued, "{name}");
+            let states = rcpt_states(&dump(&s, &id));
+            assert_eq!(states["a@example.com"].0, "delivered", "{name}: {states:?}");
+            assert_eq!(states["b@example.com"].0, "delivered", "{name}: {states:?}");
+            assert_eq!(states["c@example.com"].0, "pending", "{name}: {states:?}");
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_after_the_first_transaction_sends_nothing_twice() {
+    case(Resource::Blocks, Point::AfterFirstTransaction);
+}
+
+#[test]
+fn no_free_inodes_after_the_first_transaction_sends_nothing_twice() {
+    case(Resource::Inodes, Point::AfterFirstTransaction);
+}
+
+#[test]
+fn a_full_disk_at_the_bounce_record_keeps_the_claim_until_it_is_written() {
+    case(Resource::Blocks, Point::BounceRecord);
+}
+
+#[test]
+fn no_free_inodes_at_the_bounce_record_keeps_the_claim_until_it_is_written() {
+    case(Resource::Inodes, Point::BounceRecord);
+}
+
+#[test]
+fn a_full_disk_at_the_pass_on_sends_nothing_twice() {
+    case(Resource::Blocks, Point::PassOn);
+}
+
+#[test]
+fn no_free_inodes_at_the_pass_on_sends_nothing_twice() {
+    case(Resource::Inodes, Point::PassOn);
+}
+
+#[test]
+fn a_full_disk_at_the_release_sends_nothing_twice() {
+    case(Resource::Blocks, Point::Release);
+}
+
+#[test]
+fn no_free_inodes_at_the_release_sends_nothing_twice() {
+    case(Resource::Inodes, Point::Release);
+}
+
+/// Start-up recovery on a full file system: the dead runner's claim is
+/// taken back and put back as queued (never stranded under the new
+/// runner's token), the run claims nothing below the free-space floor and
+/// ends with 75; once space returns, the next run delivers each recipient
+/// once.
+#[test]
+fn startup_recovery_on_a_full_disk_strands_nothing_and_the_next_run_delivers_once() {
+    for what in [Resource::Blocks, Resource::Inodes] {
+        let Some(s) = small_spool(&format!("start-up recovery, {what:?}")) else {
+            return;
+        };
+        let server = MailServer::start();
+        // A first run on the empty queue makes the runner's directories and
+        // lock file, as on any spool that has seen a runner.
+        runq(&s)
+            .args(["--until-empty", "--discard"])
+            .run()
+            .assert_code(0);
+        let id = enqueue(&s, "out", &RCPTS, b"Subject: recovered\n\nfull disk\n");
+        // A claim of a runner that died (its record is gone).
+        let pck = only_entry(&s, "out");
+        let dead = pck.with_file_name(format!("{id}.0123456789ab.bak"));
+        std::fs::rename(&pck, &dead).unwrap();
+        // Room for the new runner's record, not for rewriting the entry.
+        fill_leaving(&s, what, 1);
+        let out = runq(&s)
+            .args(["--until-empty", "--smtp", &server.url()])
+            .run();
+        out.assert_code(75);
+        assert!(
+            out.stderr_str().contains("below the floor"),
+            "{what:?}: the reason is not said\n{out}"
+        );
+        let e = only_entry(&s, "out");
+        let n = name_of(&e);
+        assert_eq!(n.state, State::Queued, "{what:?}: stranded as {e:?}\n{out}");
+        assert!(n.holder.is_none(), "{what:?}: {e:?}");
+        assert!(server.copies().is_empty(), "{what:?}: sent on a full disk");
+
+        unfill(&s);
+        runq(&s)
+            .args(["--until-empty", "--smtp", &server.url()])
+            .run()
+            .assert_code(0);
+        let copies = server.copies();
+        for r in RCPTS {
+            assert_eq!(copies.get(r), Some(&1), "{what:?}: {copies:?}");
+        }
+        assert!(
+            s.entry_files()
+                .iter()
+                .all(|p| p.starts_with(s.root().join(".fill")))
+        );
+    }
+}

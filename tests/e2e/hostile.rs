@@ -703,7 +703,10 @@ fn permission_model_with_real_users_mta_enqueues_runner_delivers_outsider_is_ref
         (passed.clone(), 0o660),
         (s.root().join(".runners"), 0o2770),
         (s.root().join(".locks"), 0o2770),
-        (s.root().join(".locks/in.1-1.lock"), 0o660),
+        (
+            crate::runq::lock_file(&s, "in.1-1").expect("the runner's lock file"),
+            0o660,
+        ),
     ] {
         assert_eq!(
             owner_mode(&p),

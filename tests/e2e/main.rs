@@ -27,3 +27,5 @@ mod select;
 mod hostile;
 // A full file system (blocks, inodes) at each write of a delivery and at start-up recovery.
 mod faults;
+// Claims across hosts on one machine: a frozen runner fenced, a removed record noticed, clock skew.
+mod lease;

@@ -121,6 +121,20 @@ pub(crate) fn entries_in(s: &TestSpool, queue: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The runner lock of `queue_slice` (`out.1-1`) of this host, if made:
+/// `.locks/out.1-1.HOST.lock`.
+pub(crate) fn lock_file(s: &TestSpool, queue_slice: &str) -> Option<PathBuf> {
+    std::fs::read_dir(s.root().join(".locks"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{queue_slice}.")) && n.ends_with(".lock"))
+        })
+}
+
 /// The single entry file of `queue`.
 #[track_caller]
 pub(crate) fn only_entry_in(s: &TestSpool, queue: &str) -> PathBuf {
@@ -989,10 +1003,11 @@ fn a_stage_exiting_3_shunts_the_entry_with_its_stderr_tail_as_the_reason() {
 fn a_second_runner_of_the_same_queue_and_slice_exits_0_at_once_with_one_line() {
     let s = TestSpool::new();
     let mut first = Bg::spawn(&s, "mm-runq", ["--discard", "--poll", "100ms"], &[]);
-    let lock = s.root().join(".locks/out.1-1.lock");
     let pid = format!("pid {} ", first.pid());
     poll_until("the first runner's lock", Duration::from_secs(20), || {
-        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid))
+        lock_file(&s, "out.1-1")
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .is_some_and(|t| t.contains(&pid))
     });
 
     for args in [

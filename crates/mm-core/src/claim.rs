@@ -771,3 +771,109 @@ fn quarantine_raw(
     }
     fsx::sync_dir(&bucket)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enqueue::{Limits, Submission, enqueue};
+    use std::collections::BTreeMap;
+
+    fn setup() -> (tempfile::TempDir, Spool, Queue, EntryId) {
+        let d = tempfile::tempdir().unwrap();
+        let spool = Spool::open(d.path()).unwrap();
+        let queue = spool.queue_named("out").unwrap();
+        let limits = Limits {
+            max_size: 1 << 20,
+            max_rcpts: 10,
+            max_meta: 1024,
+            min_free: 0,
+        };
+        let sub = Submission {
+            sender: "owner@example.org".into(),
+            recipients: vec!["a@example.org".into(), "b@example.org".into()],
+            list: None,
+            kv: BTreeMap::new(),
+            message: b"Subject: x\n\nbody\n".to_vec(),
+        };
+        let id = enqueue(&spool, queue.clone(), limits, sub).unwrap();
+        (d, spool, queue, id)
+    }
+
+    fn take(spool: &Spool, queue: &Queue, id: EntryId, token: &str) -> Claim {
+        let name = FileName::queued(id);
+        match Claim::take(spool, queue, &name, Place::Bucket(id.bucket()), token).unwrap() {
+            Claimed::Entry(c) => *c,
+            other => panic!("not claimed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_save_after_recovery_moved_the_claim_away_recreates_nothing() {
+        let (_d, spool, queue, id) = setup();
+        let mut c = take(&spool, &queue, id, "aaaaaaaaaaaa");
+        c.reserve(4096).unwrap();
+        c.entry.recipients[0].state = crate::entry::RcptState::Delivered;
+        c.save().unwrap();
+        // Recovery takes it back: the .bak is renamed away (and re-queued).
+        let queued = queue.path(&FileName::queued(id));
+        fs::rename(c.path(), &queued).unwrap();
+        let e = c.save().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotOurs, "{e}");
+        assert!(!c.path().exists(), "the save recreated the claim");
+        assert!(!c.tmp_path().exists(), "the spare was left behind");
+        let on_disk = Entry::decode(&fs::read(&queued).unwrap()).unwrap();
+        assert_eq!(
+            on_disk.recipients[0].state,
+            crate::entry::RcptState::Delivered
+        );
+    }
+
+    #[test]
+    fn saves_reuse_the_reserved_spare_and_leave_nothing_at_release() {
+        let (_d, spool, queue, id) = setup();
+        let mut c = take(&spool, &queue, id, "bbbbbbbbbbbb");
+        c.reserve(4096).unwrap();
+        let spare = fs::metadata(c.tmp_path()).unwrap().ino();
+        c.entry.recipients[0].state = crate::entry::RcptState::Delivered;
+        c.save().unwrap();
+        // The reserved inode now holds the record; the old one is the spare.
+        assert_eq!(fs::metadata(c.path()).unwrap().ino(), spare);
+        assert!(c.tmp_path().exists());
+        let tmp = c.tmp_path();
+        c.release(None).unwrap();
+        assert!(!tmp.exists(), "the spare outlived the claim");
+        let e = Entry::decode(&fs::read(queue.path(&FileName::queued(id))).unwrap()).unwrap();
+        assert_eq!(e.recipients[0].state, crate::entry::RcptState::Delivered);
+    }
+
+    #[test]
+    fn a_removed_runner_record_fences_the_registration_for_good() {
+        let (_d, spool, _queue, _id) = setup();
+        let me = Registration::register(&spool, "test", Duration::from_secs(60)).unwrap();
+        assert!(me.lease_ok());
+        me.renew().unwrap();
+        fs::remove_file(spool.root().join(".runners").join(me.token())).unwrap();
+        assert!(!me.lease_ok());
+        assert_eq!(me.renew().unwrap_err().kind(), ErrorKind::NotOurs);
+        assert!(
+            me.fenced().unwrap().contains("removed"),
+            "{:?}",
+            me.fenced()
+        );
+        // A record put back under the same name is another file: still fenced.
+        fs::write(spool.root().join(".runners").join(me.token()), b"{}").unwrap();
+        assert!(!me.lease_ok());
+    }
+
+    #[test]
+    fn a_renewal_gap_of_half_the_lease_fences_the_registration_for_good() {
+        let (_d, spool, _queue, _id) = setup();
+        let me = Registration::register(&spool, "test", Duration::from_secs(4)).unwrap();
+        assert!(me.lease_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(!me.lease_ok());
+        assert_eq!(me.renew().unwrap_err().kind(), ErrorKind::NotOurs);
+        assert!(me.fenced().unwrap().contains("half its lease"));
+        assert!(!me.lease_ok(), "a lease lost came back");
+    }
+}

@@ -365,10 +365,22 @@ pub fn run(
 ) -> Result<Outcome> {
     let queue = spool.queue(&cfg.queue);
     fsx::create_dir(queue.dir())?;
-    // One runner per queue and slice (the cron singleton of seed 002).
+    // One runner per queue and slice and host (the cron singleton of seed
+    // 002). Per host: on a shared file system whose locks reach every client
+    // (GlusterFS), each host still runs its own; their claims keep them apart.
     let locks = spool.private_dir(".locks")?;
+    let host: String = crate::claim::host_name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let lock_path = locks.join(format!(
-        "{}.{}-{}.lock",
+        "{}.{}-{}.{host}.lock",
         cfg.queue,
         cfg.slice.k(),
         cfg.slice.n()
@@ -869,21 +881,40 @@ fn failed(sh: &Shared, slot: &SlotRef, name: &FileName, e: &Error) {
 /// the claim, every worker stops claiming, and the write is retried with a
 /// growing delay until it succeeds, the claim is no longer ours, or a stop
 /// abandons the worker.
+/// What a failing write leaves at stake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AtStake {
+    /// Progress known only in memory: the claim must not be put back.
+    Progress,
+    /// Nothing: the file is as current as the memory (a bucket made after
+    /// the save); a claim left by the failure may be put back.
+    Nothing,
+}
+
+/// Only failures that time can cure (a full file system, an I/O error, a
+/// permission an admin can fix) are retried; anything else (a planted
+/// symbolic link, a claim no longer ours) ends it at once.
 fn durably<T>(
     sh: &Shared,
     me: &Registration,
     slot: &SlotRef,
-    id: EntryId,
+    (id, at_stake): (EntryId, AtStake),
     what: &str,
     mut f: impl FnMut() -> Result<T>,
 ) -> Result<T> {
+    let unsaved = at_stake == AtStake::Progress;
     let mut delay = Duration::from_millis(100);
     let mut stalled = false;
     let started = Instant::now();
     let result = loop {
         match guarded(me, slot, &mut f) {
             Ok(v) => break Ok(v),
-            Err(e) if matches!(e.kind(), ErrorKind::NotOurs | ErrorKind::Internal) => break Err(e),
+            Err(e) if !matches!(e.kind(), ErrorKind::Temporary | ErrorKind::Permission) => {
+                if unsaved && let Ok(mut s) = slot.lock() {
+                    s.unsaved = true;
+                }
+                break Err(e);
+            }
             Err(e) if sh.cfg.mode != Mode::Service && started.elapsed() >= sh.cfg.write_retry => {
                 break Err(Error::new(
                     e.kind(),
@@ -899,7 +930,7 @@ fn durably<T>(
                 if !stalled {
                     stalled = true;
                     sh.stalled.fetch_add(1, Ordering::SeqCst);
-                    if let Ok(mut s) = slot.lock() {
+                    if unsaved && let Ok(mut s) = slot.lock() {
                         s.unsaved = true;
                     }
                     sh.log.line(&format!(
@@ -1041,7 +1072,14 @@ fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> 
                 }
                 c.entry.meta.stage += 1;
                 if (c.entry.meta.stage as usize) < stages.len() {
-                    durably(sh, me, slot, c.id(), "record a stage's result", || c.save())?;
+                    durably(
+                        sh,
+                        me,
+                        slot,
+                        (c.id(), AtStake::Progress),
+                        "record a stage's result",
+                        || c.save(),
+                    )?;
                 }
             }
             StageOutcome::Defer(reason) => return Ok(Staged::Defer(reason)),
@@ -1100,7 +1138,7 @@ fn deliver(
                 sh,
                 me,
                 slot,
-                c.id(),
+                (c.id(), AtStake::Progress),
                 "record a transaction's outcome",
                 || c.save(),
             )?;
@@ -1183,8 +1221,7 @@ fn dispose(
                 let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
                 c.entry.meta.next_attempt = Some(due);
                 c.entry.meta.last_error = Some(reason.clone());
-                durably(sh, me, slot, id, "record why it is deferred", || c.save())?;
-                guarded(me, slot, || c.release_unsaved(Some(due)))?;
+                release_durably(sh, me, slot, c, due)?;
                 st.deferred += 1;
                 return Ok(format!(
                     "{qname} {id} deferred until {}: {reason}",
@@ -1212,9 +1249,14 @@ fn dispose(
     if !new_failures.is_empty() {
         let record = bounce_record(&qname, &c.entry, &new_failures);
         let bounces = sh.spool.queue_named(queues::BOUNCES)?;
-        durably(sh, me, slot, id, "write its bounce record", || {
-            claim::publish(&bounces, &record)
-        })?;
+        durably(
+            sh,
+            me,
+            slot,
+            (id, AtStake::Progress),
+            "write its bounce record",
+            || claim::publish(&bounces, &record),
+        )?;
         for i in new_failures {
             c.entry.recipients[i]
                 .extra
@@ -1228,8 +1270,7 @@ fn dispose(
         Next::Retry => {
             let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
             c.entry.meta.next_attempt = Some(due);
-            durably(sh, me, slot, id, "record its outcome", || c.save())?;
-            guarded(me, slot, || c.release_unsaved(Some(due)))?;
+            release_durably(sh, me, slot, c, due)?;
             st.deferred += 1;
             format!("deferred until {}", clock::rfc3339(due))
         }
@@ -1238,15 +1279,7 @@ fn dispose(
             c.entry.meta.next_attempt = None;
             c.entry.note(now, format!("passed from {qname} to {next}"));
             let dest = sh.spool.queue(&next);
-            // The save and the bucket in the next queue (a new directory
-            // needs an inode) until durable; then one rename.
-            durably(sh, me, slot, id, "record its outcome", || {
-                c.save()?;
-                dest.ensure_bucket(id.bucket()).map(|_| ())
-            })?;
-            guarded(me, slot, || {
-                c.move_saved(&dest, State::Queued, None).map(|_| ())
-            })?;
+            move_durably(sh, me, slot, c, &dest, State::Queued)?;
             st.passed += 1;
             format!("passed to {next}")
         }
@@ -1287,6 +1320,56 @@ fn next(cfg: &RunnerConfig, entry: &Entry) -> Next {
     }
 }
 
+/// Saves the claim until durable and puts it back, due at `due`.
+fn release_durably(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    c: Claim,
+    due: u64,
+) -> Result<()> {
+    durably(
+        sh,
+        me,
+        slot,
+        (c.id(), AtStake::Progress),
+        "record its outcome",
+        || c.save(),
+    )?;
+    guarded(me, slot, || c.release_unsaved(Some(due)))
+}
+
+/// Saves the claim and moves it into `dest` (queued or preserved): the
+/// save, and the bucket in `dest` (a new directory needs an inode), each
+/// until durable; then one rename.
+fn move_durably(
+    sh: &Shared,
+    me: &Registration,
+    slot: &SlotRef,
+    c: Claim,
+    dest: &Queue,
+    state: State,
+) -> Result<()> {
+    let id = c.id();
+    durably(
+        sh,
+        me,
+        slot,
+        (id, AtStake::Progress),
+        "record its outcome",
+        || c.save(),
+    )?;
+    durably(
+        sh,
+        me,
+        slot,
+        (id, AtStake::Nothing),
+        "make its bucket",
+        || dest.ensure_bucket(id.bucket()).map(|_| ()),
+    )?;
+    guarded(me, slot, || c.move_saved(dest, state, None).map(|_| ()))
+}
+
 fn shunt(
     sh: &Shared,
     me: &Registration,
@@ -1298,13 +1381,7 @@ fn shunt(
     let (qname, id) = (sh.queue.name().to_string(), c.id());
     c.mark_quarantined(queues::SHUNT, reason);
     let dest = sh.spool.queue_named(queues::SHUNT)?;
-    durably(sh, me, slot, id, "record why it is shunted", || {
-        c.save()?;
-        dest.ensure_bucket(id.bucket()).map(|_| ())
-    })?;
-    guarded(me, slot, || {
-        c.move_saved(&dest, State::Preserved, None).map(|_| ())
-    })?;
+    move_durably(sh, me, slot, c, &dest, State::Preserved)?;
     st.shunted += 1;
     Ok(format!("{qname} {id} shunted: {reason}"))
 }

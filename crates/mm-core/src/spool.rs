@@ -3,7 +3,7 @@
 //! ```text
 //! $SPOOL/                      root, made by the admin (2770, group shared by MTA and runners)
 //!   .runners/TOKEN             one record per live runner: who holds claims (see claim.rs)
-//!   .locks/QUEUE.K-N.lock      flock of the runner of one queue and slice (cron singleton)
+//!   .locks/QUEUE.K-N.HOST.lock flock of the runner of one queue, slice and host (cron singleton)
 //!   QUEUE/                     a queue, created on demand, name [a-z][a-z0-9-]*
 //!   QUEUE/ID.pck               the drop-in: an admin may mv an entry here; runners adopt it
 //!   QUEUE/BB/                  bucket BB = first byte of the entry's hash, two hex digits

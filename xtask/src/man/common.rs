@@ -88,7 +88,7 @@ pub const FILES: &[Block] = &[
          its whole life, on another host by a lease the runner renews.",
     ),
     Item(
-        "*$SPOOL/.locks/QUEUE.K-N.lock*",
+        "*$SPOOL/.locks/QUEUE.K-N.HOST.lock*",
         "Held by the runner of one queue and slice, so that a second one (a cron job starting \
          while the last is still running) exits at once.",
     ),

@@ -115,7 +115,7 @@ pub const PAGE: Page = Page {
     ],
     files: "`mm-runq` claims *QUEUE/BB/ID.pck* (or *ID.DUE.pck*) by renaming it to \
             *ID.TOKEN.bak*, rewrites it through *ID.TOKEN.tmp*, writes its record in \
-            *.runners*, holds *.locks/QUEUE.K-N.lock* while it runs, and writes bounce \
+            *.runners*, holds *.locks/QUEUE.K-N.HOST.lock* while it runs, and writes bounce \
             records into *bounces*.",
     environment: &[
         Env::Spool,

@@ -82,6 +82,8 @@ pub struct RunnerConfig {
     pub transport: Transport,
     /// Pipeline stages, in order.
     pub stages: Vec<Stage>,
+    /// How long one run of a stage may take (`--stage-timeout`).
+    pub stage_timeout: Duration,
     /// Pass entries on to this queue when done.
     pub then: Option<QueueName>,
     /// Retry schedule.
@@ -734,10 +736,11 @@ fn process(
         match pipeline::run_stage(
             &stages[i],
             i,
-            &c.entry,
+            &mut c.entry,
             &qname,
             &sh.signals.stop,
             sh.cfg.stop_timeout,
+            sh.cfg.stage_timeout,
         ) {
             StageOutcome::Continue(new_message) => {
                 if let Some(m) = new_message {

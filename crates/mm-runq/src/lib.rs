@@ -408,3 +408,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that fails with a temporary error (a pass that made no progress,
+    /// a full disk) exits 75: cron's next run tries again. `run` passes the
+    /// runner's error up with `?`, and the shared main maps its kind.
+    #[test]
+    fn a_temporary_error_of_a_run_exits_75_and_a_refusal_64() {
+        let temp = anyhow::Error::new(Error::new(ErrorKind::Temporary, "no progress"))
+            .context("mm-runq out 1/1");
+        assert_eq!(mm_core::cli::exit_code(&temp), 75);
+        let cli = Cli::parse_from(["mm-runq", "--spool", "/nonexistent", "--exec", "true"]);
+        let refused = run(cli).expect_err("stages with nowhere to go");
+        assert_eq!(mm_core::cli::exit_code(&refused), 64);
+        assert!(refused.to_string().contains("--then"), "{refused}");
+    }
+}

@@ -147,7 +147,11 @@ pub fn run_stage(
         timeout,
     };
     let label = stage.label(index);
-    let (ended, outcome) = run_command(stage, index, &label, entry, queue, &limits);
+    let (ended, outcome) = match run_command(stage, index, &label, entry, queue, &limits) {
+        Ok(run) => run,
+        // Not started: nothing is known of the stage, the count stays.
+        Err(outcome) => return outcome,
+    };
     match (ended, outcome) {
         (Some(Ended::Timeout), StageOutcome::Defer(reason)) => {
             entry.meta.stage_timeouts += 1;
@@ -178,6 +182,8 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Runs the command: why the runner ended it, if it did, and the outcome;
+/// `Err` with the outcome if it could not be started.
 fn run_command(
     stage: &Stage,
     index: usize,
@@ -185,7 +191,7 @@ fn run_command(
     entry: &Entry,
     queue: &str,
     limits: &Limits<'_>,
-) -> (Option<Ended>, StageOutcome) {
+) -> Result<(Option<Ended>, StageOutcome), StageOutcome> {
     let rcpts: Vec<&str> = entry
         .recipients
         .iter()
@@ -225,10 +231,7 @@ fn run_command(
         Ok(c) => c,
         // Cannot even start a shell: a local, probably passing problem.
         Err(e) => {
-            return (
-                None,
-                StageOutcome::Defer(format!("{label}: cannot start: {e}")),
-            );
+            return Err(StageOutcome::Defer(format!("{label}: cannot start: {e}")));
         }
     };
     let started = Instant::now();
@@ -332,7 +335,7 @@ fn run_command(
             },
         },
     };
-    (ended, outcome)
+    Ok((ended, outcome))
 }
 
 /// Signals that come from outside the command rather than from a bug in it.
@@ -407,6 +410,18 @@ mod tests {
         })
     }
 
+    /// Whether `pid` is gone within a few seconds (SIGKILL is sure, not instant).
+    fn gone(pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     fn pids(path: &std::path::Path) -> Vec<i32> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -432,7 +447,7 @@ mod tests {
             let recorded = pids(&file);
             assert_eq!(recorded.len() as u32, 2 * n, "{recorded:?}");
             for p in recorded {
-                assert!(!alive(p), "pid {p} of the stage is still running");
+                assert!(gone(p), "pid {p} of the stage is still running");
             }
             match (n, out) {
                 (n, StageOutcome::Defer(r)) if n < MAX_TIMEOUTS => {
@@ -478,8 +493,10 @@ mod tests {
         );
         assert_eq!(out, StageOutcome::Continue(Some(b"done\n".to_vec())));
         assert!(started.elapsed() < Duration::from_secs(5));
-        for p in pids(&file) {
-            assert!(!alive(p), "pid {p} outlived its stage");
+        let recorded = pids(&file);
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        for p in recorded {
+            assert!(gone(p), "pid {p} outlived its stage");
         }
     }
 

@@ -421,7 +421,9 @@ fn a_poison_entry_that_kills_its_runner_is_quarantined_and_the_queue_flows_then_
             )
         })
         .collect();
-    let deadly = "grep -q POISON && kill -9 $PPID; exit 0";
+    // The stage's shell runs under the runner's stage guard: the runner is
+    // the parent of its parent (field 4 of /proc/PID/stat).
+    let deadly = "grep -q POISON && kill -9 $(cut -d' ' -f4 /proc/$PPID/stat); exit 0";
 
     let mut killed = 0;
     let mut clean = false;

@@ -300,14 +300,16 @@ fn hostile_bytes_from_files_round_trip_exactly_through_dumpdb_raw_by_path() {
     }
 }
 
+/// A usage error is the installation's mistake (a typo in master.cf's argv):
+/// 75, so the MTA defers every message until it is fixed rather than bounce them.
 #[test]
-fn an_unknown_flag_is_a_usage_error_64() {
+fn an_unknown_flag_is_a_usage_error_that_defers_75() {
     let s = TestSpool::new();
     let out = enqueue(&s)
         .args(["--no-such-flag", RCPT])
         .stdin("Subject: x\n\n")
         .run();
-    let line = assert_refused(&out, 64, &s, &[]);
+    let line = assert_refused(&out, 75, &s, &[]);
     assert!(
         line.contains("--no-such-flag"),
         "the message does not name the flag: {line}"
@@ -315,16 +317,42 @@ fn an_unknown_flag_is_a_usage_error_64() {
 }
 
 #[test]
-fn meta_without_equals_is_a_usage_error_64() {
+fn meta_without_equals_is_a_usage_error_that_defers_75() {
     let s = TestSpool::new();
     let out = enqueue(&s)
         .args(["--meta", "novalue", RCPT])
         .stdin("Subject: x\n\n")
         .run();
-    let line = assert_refused(&out, 64, &s, &[]);
+    let line = assert_refused(&out, 75, &s, &[]);
     assert!(
         line.contains("novalue"),
         "the message does not name the bad --meta: {line}"
+    );
+}
+
+#[test]
+fn every_other_usage_error_defers_75_and_help_and_version_exit_0() {
+    let s = TestSpool::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--meta"], "--meta"),
+        (&["--max-size", "ten", RCPT], "--max-size"),
+        (&["--max-rcpts", "many", RCPT], "--max-rcpts"),
+        (&["-q"], "--queue"),
+    ];
+    for (args, names) in cases {
+        let out = enqueue(&s).args(*args).stdin("Subject: x\n\n").run();
+        let line = assert_refused(&out, 75, &s, &[]);
+        assert!(line.contains(names), "{args:?}: {line}");
+    }
+    for flag in ["--help", "--version"] {
+        let out = Tool::new("mm-enqueue").arg(flag).run();
+        out.assert_code(0);
+        assert!(!out.stdout.is_empty(), "{flag}: {out}");
+    }
+    let help = Tool::new("mm-enqueue").arg("--help").run().stdout_str();
+    assert!(
+        help.contains("75 try again later") && !help.contains("64 usage"),
+        "--help documents the old exit status: {help}"
     );
 }
 

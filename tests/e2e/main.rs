@@ -3,7 +3,7 @@
 //! `tests/src/lib.rs`. Golden files live in `tests/fixtures/golden`
 //! (`MM_BLESS=1 cargo test -p mm-e2e` rewrites them).
 
-// Every tool: exit 64 and one line for a usage error, --help with examples.
+// Every tool: one line and 64 for a usage error (mm-enqueue: 75), --help with examples.
 mod cli;
 // mm-enqueue: concurrency, exact bytes, every exit code, full/read-only spools, modes.
 mod enqueue;
@@ -17,6 +17,10 @@ mod fixture;
 mod crashpoints;
 // mm-runq: per-recipient SMTP outcomes, retries, bounces, stops, concurrent and sliced runners, stages.
 mod runq;
+// Stages that hang: timeout, stop and kill -9 leave no process; the refusal of stages with nowhere to go.
+mod stages;
+// The test hooks (MM_TEST_*) are in the test build only, never in a per-package or release build.
+mod hooks;
 // SMTP servers for the runner tests: mailin-embedded in process, Postfix's smtp-sink.
 mod smtp;
 // Runners killed at random, corrupt entries, recovery beside live runners, poison entries, shared spools.

@@ -6,6 +6,8 @@
 //!   `target/debug/deps/e2e-…`). In the second case the tools are first built
 //!   once with `cargo build`, because `cargo test -p mm-e2e` does not build
 //!   the binaries of other packages and a stale binary would test old code.
+//!   They are built with the `test-hooks` feature (`MM_TEST_NOW`, …); prebuilt
+//!   binaries in `$MM_BIN_DIR` need it too (`cargo build --workspace` has it).
 //! * [`TestSpool`] owns a temporary spool root (optionally a tmpfs mount,
 //!   unmounted on drop) and a scratch directory beside it, and knows how to
 //!   plant fixture entries and to list and snapshot what is on disk.
@@ -93,6 +95,10 @@ fn build_tools(profile_dir: &Path) {
     for t in TOOLS {
         cmd.arg("-p").arg(t);
     }
+    // The tests drive the tools' clock and crash points (MM_TEST_*), which
+    // only a build with the test hooks reads.
+    let features: Vec<String> = TOOLS.iter().map(|t| format!("{t}/test-hooks")).collect();
+    cmd.arg("--features").arg(features.join(","));
     match profile_dir.file_name().and_then(OsStr::to_str) {
         Some("debug") | None => {}
         Some("release") => {

@@ -5,7 +5,9 @@
 //! stdout, exit 0; a usage error is one line and exit 64, not clap's 2), run,
 //! and on error print exactly one line, `mm-TOOL: what: why`, and exit with
 //! the sysexits code of the first [`Error`] in the chain (70 if there is none:
-//! that would be a bug). A broken pipe (`mm-showq | head`) is success.
+//! that would be a bug). A broken pipe (`mm-showq | head`) is success. A tool
+//! may map its failure statuses ([`run_main_mapped`]: mm-enqueue exits 75 for
+//! everything but bad data, usage errors included).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +133,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// The whole `main` of a tool: parse `C`, call `run`, map the outcome to an exit status.
 pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -> ExitCode {
+    run_main_mapped(name, run, |code| code)
+}
+
+/// [`run_main`], with every failure's status (a usage error's 64 included,
+/// not `--help`'s or `--version`'s 0) passed through `map`: mm-enqueue turns
+/// all but bad data into 75, so that an MTA defers rather than bounces.
+pub fn run_main_mapped<C: clap::Parser>(
+    name: &str,
+    run: fn(C) -> anyhow::Result<u8>,
+    map: fn(u8) -> u8,
+) -> ExitCode {
     let cli = match C::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -142,7 +155,7 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
                 let _ = e.print();
                 return ExitCode::from(
                     if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
-                        exit::USAGE
+                        map(exit::USAGE)
                     } else {
                         0
                     },
@@ -160,7 +173,7 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
             let joined = body.join(" ");
             let first = joined.strip_prefix("error: ").unwrap_or(&joined);
             say(&format!("{name}: {first} (see {name} --help)"));
-            return ExitCode::from(exit::USAGE);
+            return ExitCode::from(map(exit::USAGE));
         }
     };
     match run(cli) {
@@ -168,7 +181,7 @@ pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("{name}: {}", one_line(&format!("{e:#}"))));
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(map(exit_code(&e)))
         }
     }
 }

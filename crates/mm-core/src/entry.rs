@@ -108,6 +108,10 @@ pub struct Meta {
     /// Pipeline position: the index of the first stage not yet done.
     #[serde(default)]
     pub stage: u32,
+    /// Times in a row the stage at `stage` ran out of time (`--stage-timeout`);
+    /// the entry is shunted at the third. Not written while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stage_timeouts: u32,
     /// Free-form key/values (`mm-enqueue --meta`).
     #[serde(default)]
     pub kv: BTreeMap<String, String>,
@@ -123,6 +127,10 @@ pub struct Meta {
     /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why an entry sits in bad/ or shunt/.

@@ -82,6 +82,8 @@ pub struct RunnerConfig {
     pub transport: Transport,
     /// Pipeline stages, in order.
     pub stages: Vec<Stage>,
+    /// How long one run of a stage may take (`--stage-timeout`).
+    pub stage_timeout: Duration,
     /// Pass entries on to this queue when done.
     pub then: Option<QueueName>,
     /// Retry schedule.
@@ -1061,10 +1063,11 @@ fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> 
         match pipeline::run_stage(
             &stages[i],
             i,
-            &c.entry,
+            &mut c.entry,
             &qname,
             &sh.signals.stop,
             sh.cfg.stop_timeout,
+            sh.cfg.stage_timeout,
         ) {
             StageOutcome::Continue(new_message) => {
                 if let Some(m) = new_message {

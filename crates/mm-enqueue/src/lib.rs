@@ -2,8 +2,11 @@
 //!
 //! The message comes from standard input (an MTA's pipe) or from each
 //! `--file` (one entry per file, committed in groups). Exit 0 only once every
-//! entry is on stable storage; 75 for any transient local failure so the MTA
-//! keeps the message and retries; 65 for bad data; 64 for bad usage.
+//! entry is on stable storage; 65 for bad data (an address, a message over a
+//! limit); 66 for a `--file` that cannot be read; 75 for everything else, a
+//! bad command line included: a typo in master.cf's argv is the
+//! installation's mistake, and on 75 the MTA keeps the mail and retries until
+//! it is fixed, where on 64 it would bounce every message.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -26,9 +29,11 @@ Examples:
   Bulk load of many files (one process, group commit):
     mm-enqueue -q out -f owner@example.org --to bob@example.org --file a.eml --file b.eml
 
-Exit status: 0 durable; 64 usage; 65 bad data (address, size); 66 a --file cannot be
-read; 75 try again later (spool missing, not writable by this user, full, below
---min-free, bad -q, I/O error: an MTA keeps the message and retries).";
+Exit status: 0 durable; 65 bad data (address, size); 66 a --file cannot be read;
+75 try again later, for every other error: a bad command line (an unknown flag,
+--meta without a value, a bad -q), spool missing, not writable by this user,
+full, below --min-free, I/O error. An MTA keeps the message and retries on 75
+(it would bounce it on 64), so a typo in master.cf defers mail, never bounces it.";
 
 /// Put a message into an mm queue, durably.
 #[derive(Debug, Parser)]
@@ -73,6 +78,17 @@ pub struct Cli {
     /// Refuse mail (exit 75) when the spool has less free space than this.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub min_free: u64,
+}
+
+/// The exit status of a failure: bad data (65) and an unreadable `--file`
+/// (66) stay; everything else, usage errors (64) and bugs (70) included, is
+/// 75, so that an MTA defers.
+pub fn exit_status(code: u8) -> u8 {
+    use mm_core::error::exit;
+    match code {
+        exit::OK | exit::DATAERR | exit::NOINPUT => code,
+        _ => exit::TEMPFAIL,
+    }
 }
 
 fn usage(msg: String) -> anyhow::Error {

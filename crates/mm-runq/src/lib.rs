@@ -5,6 +5,8 @@
 //! bounces, and passes entries on. Launched by cron (`--until-empty`,
 //! `--once`) or as a service (the default). See mm_core::runner for the model.
 
+pub mod guard;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
 use mm_core::delivery::smtp::SmtpConfig;
-use mm_core::pipeline::{Stage, StageKind};
+use mm_core::pipeline::{self, Stage, StageKind};
 use mm_core::retry::RetryPolicy;
 use mm_core::runner::{self, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
 use mm_core::{Error, ErrorKind, QueueName, Slice, clock};
@@ -33,8 +35,12 @@ Examples:
     mm-runq -q out --deliver-to /tmp/delivered --until-empty
 
 Stages run in command-line order; exit 0 goes on, 75 defers, anything else
-shunts the entry. SIGTERM/SIGINT stop within --stop-timeout (exit 0); a second
-signal exits at once; SIGHUP reopens --log.";
+shunts the entry. Each stage runs in a process group of its own, which is
+killed when the stage ends, at --stage-timeout (the entry is deferred, and
+shunted at the third timeout in a row), at a stop, and when the runner dies.
+Stages without --then need a transport (--smtp, --deliver-to or --discard).
+SIGTERM/SIGINT stop within --stop-timeout (exit 0); a second signal exits at
+once; SIGHUP reopens --log.";
 
 /// Run an mm queue: claim entries, pass them through stages, deliver them.
 #[derive(Debug, Parser)]
@@ -94,6 +100,10 @@ pub struct Cli {
     /// Pass entries on to QUEUE after the last stage.
     #[arg(long, value_name = "QUEUE")]
     pub then: Option<String>,
+    /// Longest run of one stage; then its whole process group is killed and
+    /// the entry deferred (shunted at the third timeout in a row).
+    #[arg(long, value_name = "DUR", default_value = "1000s", value_parser = parse_duration)]
+    pub stage_timeout: Duration,
     /// How long a stop may take before the current entries are put back.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
@@ -274,6 +284,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     } else {
         Transport::None
     };
+    if matches!(transport, Transport::None) && then.is_none() {
+        // Stages and nothing else: such a runner would take entries out of
+        // the queue with their recipients still pending and deliver nothing.
+        return Err(anyhow::Error::new(Error::new(
+            ErrorKind::Usage,
+            "stages but nowhere for the entries to go: give --then QUEUE, \
+             a transport (--smtp URL, --deliver-to DIR) or --discard",
+        )));
+    }
     if cli.retry_min > cli.retry_max {
         return Err(config_error(
             "--retry-min is longer than --retry-max".into(),
@@ -292,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         mode,
         transport,
         stages,
+        stage_timeout: cli.stage_timeout,
         then,
         retry: RetryPolicy {
             min: cli.retry_min,
@@ -327,6 +347,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             cfg.slice
         )?;
         return Ok(0);
+    }
+
+    // Stages start under this binary's guard, so they die with the runner
+    // even when it is killed with SIGKILL (guard.rs). /proc/self/exe still
+    // works when the binary was replaced by an upgrade while running.
+    let exe = std::path::Path::new("/proc/self/exe");
+    if exe.exists() {
+        pipeline::set_guard(exe);
+    } else if let Ok(exe) = std::env::current_exe() {
+        pipeline::set_guard(exe);
     }
 
     let signals = Signals::default();
@@ -390,5 +420,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 0
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that fails with a temporary error (a pass that made no progress,
+    /// a full disk) exits 75: cron's next run tries again. `run` passes the
+    /// runner's error up with `?`, and the shared main maps its kind.
+    #[test]
+    fn a_temporary_error_of_a_run_exits_75_and_a_refusal_64() {
+        let temp = anyhow::Error::new(Error::new(ErrorKind::Temporary, "no progress"))
+            .context("mm-runq out 1/1");
+        assert_eq!(mm_core::cli::exit_code(&temp), 75);
+        let cli = Cli::parse_from(["mm-runq", "--spool", "/nonexistent", "--exec", "true"]);
+        let refused = run(cli).expect_err("stages with nowhere to go");
+        assert_eq!(mm_core::cli::exit_code(&refused), 64);
+        assert!(refused.to_string().contains("--then"), "{refused}");
     }
 }

@@ -138,18 +138,19 @@ impl Env {
             }
             Env::TestNow => {
                 "Tests only: pins the clock to this Unix time in seconds (golden outputs). \
-                 Never set it in production."
+                 Read only by a build with the `test-hooks` feature (the workspace's test \
+                 build); a release build ignores it."
             }
             Env::TestClockOffset => {
                 "Tests only: shifts the clock by this many seconds, which may be negative, so \
-                 that retry and give-up times can be tested without waiting. Never set it in \
-                 production."
+                 that retry and give-up times can be tested without waiting. Read only by a \
+                 build with the `test-hooks` feature; a release build ignores it."
             }
             Env::TestCrashAt => {
                 "Tests only: makes the process abort, with no cleanup, when it reaches the \
                  named step of its file protocol (`enqueue-after-fsync`, `runner-after-claim`, \
-                 ...), to show that every step can be recovered from. Never set it in \
-                 production."
+                 ...), to show that every step can be recovered from. Read only by a build \
+                 with the `test-hooks` feature; a release build ignores it."
             }
         }
     }

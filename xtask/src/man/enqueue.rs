@@ -1,7 +1,7 @@
 //! The hand-written part of mm-enqueue(1), from `crates/mm-enqueue/src/lib.rs`
 //! and `mm_core::enqueue`.
 
-use super::common::{Env, SOFTWARE};
+use super::common::Env;
 use super::{Block::Text, Example, Page};
 
 pub const PAGE: Page = Page {
@@ -17,9 +17,9 @@ pub const PAGE: Page = Page {
          prints each new entry's id on standard output, one per line. The envelope and the \
          limits are checked before the message is read, so a bad address fails at once.
 
-         The exit status is made for an MTA: 75 for any local trouble, so that the MTA keeps \
-         the message and tries again later, and 65 for a message that will never be \
-         accepted, so that it bounces.",
+         The exit status is made for an MTA: 75 for any local trouble, a bad command line \
+         included, so that the MTA keeps the message and tries again later, and 65 for a \
+         message that will never be accepted, so that it bounces.",
     )],
     examples: &[
         Example {
@@ -61,26 +61,22 @@ pub const PAGE: Page = Page {
             "Every entry is on stable storage; their ids are on standard output.",
         ),
         (
-            64,
-            "A usage error: an unknown option, a missing or malformed value, a `--meta` \
-             without `=` (clap's own status, 2, is never used).",
-        ),
-        (
             65,
             "Bad data, which the MTA should bounce: an invalid address, no recipient, a message \
              over `--max-size`, more than `--max-rcpts` recipients, metadata over \
              `--max-meta`.",
         ),
         (66, "A `--file` does not exist."),
-        (70, SOFTWARE),
         (
             75,
-            "A temporary failure: the spool is missing (not mounted), not a directory, or not \
-             writable by this user; the queue name in `-q` is wrong; it has less free space \
-             than `--min-free`; or a write failed. The message on standard error names the \
-             path and what is wrong. Nothing was acknowledged, so the MTA keeps the message \
-             and tries again later: a mistake in the installation defers mail, it never \
-             bounces it (Postfix bounces on 77 and 78, which mm-enqueue therefore never uses).",
+            "A temporary failure: a usage error (an unknown option, a missing or malformed \
+             value, a `--meta` without `=`: a typo in the MTA's command line); the spool is \
+             missing (not mounted), not a directory, or not writable by this user; the queue \
+             name in `-q` is wrong; it has less free space than `--min-free`; a write failed; \
+             or a bug. The message on standard error names what is wrong. Nothing was \
+             acknowledged, so the MTA keeps the message and tries again later: a mistake in \
+             the installation defers mail, it never bounces it (Postfix bounces on 64, 70, 77 \
+             and 78, which mm-enqueue therefore never uses). `--help` and `--version` exit 0.",
         ),
     ],
     files: "`mm-enqueue` writes *QUEUE/BB/ID.tmp* and renames it to *QUEUE/BB/ID.pck*, \

@@ -1,7 +1,7 @@
 //! The hand-written part of mm-runq(1), from `crates/mm-runq/src/lib.rs` and
 //! `mm_core::{runner, pipeline, delivery::smtp}`.
 
-use super::common::{Env, SOFTWARE, USAGE};
+use super::common::{Env, SOFTWARE};
 use super::{
     Block::{Item, Text},
     Example, Page,
@@ -34,7 +34,8 @@ pub const PAGE: Page = Page {
         Text(
             "Delivery is over SMTP to one server (`--smtp`), into a maildir (`--deliver-to`), \
              or nowhere (`--discard`). With none of them and no stage or `--then`, it is SMTP \
-             to *localhost:25*. Each recipient has its own outcome: a 2xx reply delivers it, a \
+             to *localhost:25*; with stages, none of them and no `--then`, `mm-runq` refuses \
+             to start (exit 64), since it would remove entries whose recipients are pending. Each recipient has its own outcome: a 2xx reply delivers it, a \
              5xx fails it, and a 4xx, a timeout or a lost connection defers it. A delivered \
              recipient is never sent to again.
 
@@ -42,7 +43,12 @@ pub const PAGE: Page = Page {
              `MM_ID`, `MM_QUEUE`, `MM_SENDER`, `MM_RECIPIENTS`, `MM_LIST`, `MM_STAGE` and \
              `MM_ATTEMPTS`. Stages run in command-line order; a `--filter` stage's output \
              becomes the message. Exit 0 goes on, 75 defers the entry, and anything else \
-             sends it to `shunt`. A stage that succeeded is not run again.
+             sends it to `shunt`. A stage that succeeded is not run again. Each stage runs in \
+             a process group of its own, under a guard process (`mm-runq --stage-guard`) \
+             that dies with the runner, even one killed by SIGKILL, and kills the group then. \
+             What the shell leaves running is killed when it exits; at `--stage-timeout` and \
+             at a stop the whole group gets SIGTERM, then SIGKILL 2 s later. A timeout defers the entry with the reason; \
+             the third timeout in a row sends it to `shunt`.
 
              With `--until-empty` it stops when no due entry is left, and with `--once` after \
              one pass; otherwise it runs as a service. On SIGTERM or SIGINT it stops claiming, \
@@ -98,7 +104,11 @@ pub const PAGE: Page = Page {
              by a signal, or another runner of this queue and slice was already running. \
              Deferred and failed recipients are outcomes, not errors.",
         ),
-        (64, USAGE),
+        (
+            64,
+            "A usage error, or stages with nowhere for the entries to go: no `--then`, no \
+             `--smtp`, `--deliver-to` or `--discard`.",
+        ),
         (65, "A bad queue name in `-q` or `--then`."),
         (70, SOFTWARE),
         (

@@ -1024,7 +1024,11 @@ fn planted_links_fifos_dirs_and_foreign_files_are_reported_never_followed_moved_
     .unwrap();
     let evil_bucket = s.work().join("evil-bucket");
     std::fs::create_dir(&evil_bucket).unwrap();
-    let evil_id = fake_id(61, 0xcd);
+    // A bucket name the real entries (random ids) did not take.
+    let evil_b = (0xcdu8..=0xff)
+        .find(|b| !s.root().join("out").join(format!("{b:02x}")).exists())
+        .expect("a free bucket name");
+    let evil_id = fake_id(61, evil_b);
     std::fs::write(
         evil_bucket.join(format!("{evil_id}.pck")),
         entry_bytes(&evil_id, "victim@example.org", TARGET_MSG, "out"),
@@ -1076,7 +1080,7 @@ fn planted_links_fifos_dirs_and_foreign_files_are_reported_never_followed_moved_
         file(out_dir.join("README"), b"not an entry\n"),
         file(out_dir.join("core"), b"\x7fELF core\n"),
         zz,
-        link(out_dir.join("cd"), &evil_bucket),
+        link(out_dir.join(format!("{evil_b:02x}")), &evil_bucket),
     ]);
     let planted_ids: Vec<String> = named
         .iter()

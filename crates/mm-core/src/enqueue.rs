@@ -7,7 +7,9 @@
 //! A batch (`mm-enqueue --file …`) uses group commit: the temporary files of up
 //! to [`BATCH`] entries are written, one `syncfs(2)` makes all their data
 //! durable, they are renamed, and a second `syncfs` makes the renames durable
-//! before any id is printed. A crash inside the window leaves `.tmp` files
+//! before any id is printed. (On FUSE and network file systems, where
+//! `syncfs` may reach no disk, each file is `fdatasync`ed and each bucket
+//! `fsync`ed instead: see [`Enqueuer::grouped`].) A crash inside the window leaves `.tmp` files
 //! (never acknowledged, removed by mm-recover) or entries whose ids were not
 //! printed (a resend by the caller may duplicate, never lose).
 //!
@@ -196,10 +198,15 @@ impl Enqueuer {
         })
     }
 
-    /// An enqueuer that commits entries in groups with `syncfs(2)`: for bulk loads.
+    /// An enqueuer that commits entries in groups with `syncfs(2)`: for bulk
+    /// loads. On a file system where `syncfs` is not known to reach stable
+    /// storage (FUSE, NFS, SMB, Ceph: [`fsx::syncfs_is_durable`]; measured on
+    /// GlusterFS, whose bricks saw no sync at all), each entry is made
+    /// durable on its own instead: `fdatasync` of the file, then `fsync` of
+    /// each bucket directory once per group.
     pub fn grouped(spool: &Spool, queue: Queue, limits: Limits) -> Result<Enqueuer> {
         let mut q = Enqueuer::new(spool, queue, limits)?;
-        q.group = true;
+        q.group = fsx::syncfs_is_durable(q.queue.dir());
         Ok(q)
     }
 
@@ -431,6 +438,7 @@ fn commit(queue: &Queue, mut pending: Vec<Pending>, group: bool) -> Result<Vec<E
         if single {
             let mut dirs: Vec<&std::path::Path> =
                 pending.iter().filter_map(|p| p.dest.parent()).collect();
+            dirs.sort_unstable();
             dirs.dedup();
             dirs.iter().try_for_each(|d| fsx::sync_dir(d))
         } else {

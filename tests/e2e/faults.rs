@@ -366,3 +366,38 @@ fn startup_recovery_on_a_full_disk_strands_nothing_and_the_next_run_delivers_onc
         );
     }
 }
+
+/// A due entry that cannot be claimed (here its bucket is a plain file, so
+/// the claim's rename cannot land): a cron run does not spin on it; it ends
+/// with 75 after a pass that made no progress, with one line for the entry.
+#[test]
+fn an_entry_that_cannot_be_claimed_ends_a_cron_run_with_75_and_one_line() {
+    let s = TestSpool::new();
+    let id = enqueue(&s, "out", &RCPTS, b"Subject: stuck\n\nunclaimable\n");
+    let path = only_entry(&s, "out");
+    let top = s.root().join("out").join(path.file_name().unwrap());
+    std::fs::rename(&path, &top).unwrap();
+    let bucket = path.parent().unwrap();
+    std::fs::remove_dir(bucket).unwrap();
+    std::fs::write(bucket, b"not a directory\n").unwrap();
+    let started = std::time::Instant::now();
+    let out = runq(&s).args(["--until-empty", "--discard"]).run();
+    out.assert_code(75);
+    let lines: Vec<String> = out
+        .stderr_str()
+        .lines()
+        .filter(|l| l.contains(&id.to_string()))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line for the entry, not a flood:\n{out}"
+    );
+    assert!(
+        out.stderr_str().contains("made no progress"),
+        "the run says why it ends\n{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+    assert!(top.exists(), "the entry moved: {out}");
+}

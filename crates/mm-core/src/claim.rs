@@ -511,12 +511,16 @@ impl Claim {
     /// recreated: [`ErrorKind::NotOurs`]. The old file, now under the
     /// temporary name, is the spare of the next save.
     pub fn save(&self) -> Result<()> {
-        let bytes = self.entry.encode()?;
+        self.save_bytes(&self.entry.encode()?)
+    }
+
+    /// [`save`](Claim::save) with these bytes as the content.
+    fn save_bytes(&self, bytes: &[u8]) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.tmp_path();
         let written = (|| {
             let mut f = open_spare(&tmp)?;
-            f.write_all(&bytes).map_err(io_err("cannot write", &tmp))?;
+            f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
             f.set_len(bytes.len() as u64)
                 .map_err(io_err("cannot write", &tmp))?;
             f.sync_data().map_err(io_err("cannot sync", &tmp))
@@ -613,6 +617,29 @@ impl Claim {
             fsx::sync_dir(dir)?;
         }
         Ok(to)
+    }
+
+    /// Gives a quarantined wrapper's original bytes back, exactly as they
+    /// were, as a queued entry of `dest`. One file at every instant: the
+    /// claim moves into `dest` (still ours), its content becomes the original
+    /// bytes (a save), then it becomes queued. A crash in between leaves a
+    /// claim there, which recovery takes back (and, the bytes being
+    /// undecodable, quarantines again): nothing is lost.
+    pub fn restore(mut self, dest: &Queue, original: &[u8]) -> Result<PathBuf> {
+        dest.ensure_bucket(self.id.bucket())?;
+        let held = dest.path(&FileName::claimed(self.id, &self.token));
+        self.drop_spare();
+        fs::rename(&self.path, &held).map_err(|e| {
+            Error::io(
+                format_args!("cannot move {} to", self.path.display()),
+                &held,
+                e,
+            )
+        })?;
+        self.path = held;
+        self.queue = dest.clone();
+        self.save_bytes(original)?;
+        self.move_saved(dest, State::Queued, None)
     }
 
     /// Records in the entry that it is being quarantined in `dest` (bad or

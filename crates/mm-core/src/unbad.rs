@@ -16,7 +16,6 @@ use serde::Serialize;
 use crate::claim::{self, Claim, Claimed, Liveness, Registration};
 use crate::clock;
 use crate::error::Result;
-use crate::fsx;
 use crate::id::{EntryId, FileName, State};
 use crate::scan::{Item, Place};
 use crate::select::Selector;
@@ -196,23 +195,8 @@ fn release_one(
     };
     let dest = spool.queue(&dest_name);
     if let Some(orig) = c.entry.original.take() {
-        // A wrapper: give back the bytes exactly as they were. One file at every
-        // instant: move the claim into the destination (still ours), replace
-        // its content by the original bytes, then make it queued. A crash in
-        // between leaves a claim there, which recovery takes back (and, the
-        // bytes being undecodable, quarantines again): nothing is lost.
-        let bucket = dest.ensure_bucket(id.bucket())?;
-        let held = dest.path(&FileName::claimed(id, me.token()));
-        let mv = |from: &std::path::Path, to: &std::path::Path| {
-            std::fs::rename(from, to).map_err(|e| {
-                crate::Error::io(format_args!("cannot move {} to", from.display()), to, e)
-            })
-        };
-        mv(c.path(), &held)?;
-        let tmp = bucket.join(FileName::writing(id, Some(me.token())).to_string());
-        fsx::write_and_rename(&tmp, &held, &orig, true)?;
-        mv(&held, &dest.path(&FileName::queued(id)))?;
-        fsx::sync_dir(&bucket)?;
+        // A wrapper: give back the bytes exactly as they were.
+        c.restore(&dest, &orig)?;
         return Ok(rep(
             "released",
             Some(dest_name.to_string()),

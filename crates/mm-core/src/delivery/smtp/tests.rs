@@ -1240,3 +1240,125 @@ fn a_refused_pipelined_mail_reads_the_refusals_behind_it() {
     assert_accounted(&again[0], &server);
     assert_eq!(server.log().connections, 1, "the connection stayed in step");
 }
+
+/// A TLS front for a plain server (implicit TLS, as on port 465): rustls
+/// with the test certificate for `localhost` (signed by the test CA),
+/// relaying the plaintext to `backend` both ways. Returns its port.
+fn tls_front(backend: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(tls_fixture("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<_, _>>()
+            .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).expect("server.key");
+    let config = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = Arc::clone(&config);
+            thread::spawn(move || {
+                let tick = Some(Duration::from_millis(5));
+                let conn = rustls::ServerConnection::new(config).expect("server connection");
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut back =
+                    std::net::TcpStream::connect(("127.0.0.1", backend)).expect("backend");
+                if tls.sock.set_read_timeout(tick).is_err() || back.set_read_timeout(tick).is_err()
+                {
+                    return;
+                }
+                let idle = |e: &io::Error| {
+                    matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    )
+                };
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match tls.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if back.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => return,
+                    }
+                    match back.read(&mut buf) {
+                        Ok(0) => {
+                            tls.conn.send_close_notify();
+                            let _ = tls.flush();
+                            return;
+                        }
+                        Ok(n) => {
+                            if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn implicit_tls_delivers_and_an_extra_reply_over_tls_is_still_seen() {
+    let server = ScriptServer::start(false, |e: &Event<'_>| match (e.verb.as_str(), e.rcpt) {
+        ("RCPT", 0) if e.conn == 1 => Act::usual().extra("250 2.1.5 stray"),
+        _ => Act::usual(),
+    });
+    let port = tls_front(server.port);
+    let ca = tls_fixture("ca.pem");
+    let url = format!("smtps://localhost:{port}?ca={}", ca.display());
+
+    let mut client = client_for(&url);
+    let calls = deliver(&mut client, "s@example.org", &strings(&THREE), MESSAGE);
+    assert!(
+        calls[0].iter().all(|r| r.verdict == Verdict::Delivered),
+        "{calls:?}"
+    );
+    assert_accounted(&calls[0], &server);
+
+    // The second connection sends a stray reply behind the first RCPT's,
+    // through TLS: it is caught all the same.
+    client.close();
+    let calls = deliver(&mut client, "s@example.org", &strings(&THREE), MESSAGE);
+    for r in &calls[0] {
+        assert_eq!(r.verdict, Verdict::Deferred, "{r:?}");
+        assert_eq!(
+            r.reply,
+            "protocol error: unsolicited reply after RCPT TO: 250 2.1.5 stray"
+        );
+    }
+    assert_accounted(&calls[0], &server);
+    assert_eq!(server.log().accepted.len(), 1);
+
+    // Without ca= the test CA is unknown: refused at the handshake.
+    let url = format!("smtps://localhost:{port}");
+    let calls = deliver(
+        &mut client_for(&url),
+        "s@example.org",
+        &strings(&["a@example.com"]),
+        MESSAGE,
+    );
+    assert_eq!(calls[0][0].verdict, Verdict::Deferred);
+    assert!(
+        calls[0][0].reply.starts_with("TLS with localhost:"),
+        "{:?}",
+        calls[0][0]
+    );
+}

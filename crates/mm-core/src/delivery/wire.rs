@@ -11,12 +11,12 @@
 //!
 //! Two steps, each with one job, so that each can be tested alone:
 //!
-//! * [`to_smtp_data`] makes every line ending CRLF and **drops the line
+//! * [`to_smtp_data`](crate::delivery::wire::to_smtp_data) makes every line ending CRLF and **drops the line
 //!   ending of the last line** (the terminator supplies it); it does **not**
 //!   dot-stuff. This is the form lettre 0.11's `SmtpConnection::message()`
 //!   took (it stuffs and appends `"\r\n.\r\n"` itself), which the client
 //!   used before it had its own session; its tests pin that contract.
-//! * [`to_smtp_wire`] dot-stuffs that (a '.' at the start of the data or
+//! * [`to_smtp_wire`](crate::delivery::wire::to_smtp_wire) dot-stuffs that (a '.' at the start of the data or
 //!   after a CRLF is doubled) and appends `CRLF . CRLF`: exactly the bytes
 //!   the SMTP client (`super::smtp`, feature `smtp`) writes after `354`, in
 //!   one write, whatever the bytes (8-bit and NUL included).

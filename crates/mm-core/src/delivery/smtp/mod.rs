@@ -11,18 +11,18 @@
 //! accepts any positive reply for any command and hides its read buffer:
 //! a server that sent one unsolicited `250` shifted every later reply onto
 //! the next command, so a recipient refused with 550 was recorded as
-//! delivered. So [`session`] drives the connection itself, over a
+//! delivered. So `session.rs` drives the connection itself, over a
 //! `std::net::TcpStream` or rustls (with the same crypto provider and
 //! platform verifier lettre uses), with its own buffer; lettre still builds
 //! the `AUTH` lines. The parts:
 //!
-//! * [`url`]: the server URL (`--smtp`), split by the `url` crate;
-//! * [`session`]: the socket, TLS, greeting, EHLO, STARTTLS, AUTH, and the
+//! * `url.rs`: the server URL (`--smtp`), split by the `url` crate;
+//! * `session.rs`: the socket, TLS, greeting, EHLO, STARTTLS, AUTH, and the
 //!   check that no reply is waiting before a command is written;
-//! * [`reply`]: reading a reply and judging it against its command;
-//! * this module: transactions, recipients and their verdicts.
+//! * `reply.rs`: reading a reply and judging it against its command;
+//! * `mod.rs`: transactions, recipients and their verdicts.
 //!
-//! # One call to [`SmtpClient::deliver`]
+//! # One call to [`SmtpClient::deliver`](crate::delivery::smtp::SmtpClient::deliver)
 //!
 //! Recipients are grouped by domain (case-insensitively, part after the last
 //! '@', in order of first appearance) and each group is cut into

@@ -28,7 +28,9 @@
 //! '@', in order of first appearance) and each group is cut into
 //! transactions of at most `max_rcpts`. One transaction is `MAIL FROM`, one
 //! `RCPT TO` per recipient, and `DATA` plus the message only if at least one
-//! `RCPT` was accepted. When the server offers PIPELINING (RFC 2920),
+//! `RCPT` was accepted. When the server offers PIPELINING (RFC 2920) and
+//! the `RCPT`s come to at most 16 KiB (about 500 recipients, so that
+//! neither side can block the other with full socket buffers),
 //! `MAIL`, every `RCPT` and `DATA` go out in one write and the replies are
 //! read in order, each judged against its own command exactly as without
 //! pipelining (a `354` to `DATA` after all recipients were refused is
@@ -297,8 +299,9 @@ impl<'a> Transaction<'a> {
 
 /// What became of `RSET` + `MAIL FROM`.
 enum Start {
-    /// `MAIL` accepted: go on with `RCPT`.
-    Go,
+    /// `MAIL` accepted: go on with `RCPT`; `pipelined`: the `RCPT`s and
+    /// `DATA` were sent with it.
+    Go { pipelined: bool },
     /// The transaction is over (all classified); keep the connection or not.
     Over { keep: bool },
     /// The connection is unusable before anything was accepted; the reason,
@@ -411,7 +414,7 @@ impl SmtpClient {
             return txn.finish();
         }
 
-        let mut session = loop {
+        let (mut session, pipelined) = loop {
             let (mut session, reused) = match self.session.take() {
                 Some(session) => (session, true),
                 None => match self.connect() {
@@ -424,7 +427,7 @@ impl SmtpClient {
                 },
             };
             match start(&mut session, sender, &mut rcpts, &mut txn, eight_bit) {
-                Start::Go => break session,
+                Start::Go { pipelined } => break (session, pipelined),
                 Start::Over { keep } => {
                     if keep {
                         self.session = Some(session);
@@ -442,7 +445,7 @@ impl SmtpClient {
         };
 
         let timeouts = (self.config.command_timeout, self.config.data_timeout);
-        if rcpts_and_data(&mut session, &rcpts, &mut txn, payload, timeouts) {
+        if rcpts_and_data(&mut session, &rcpts, &mut txn, pipelined, payload, timeouts) {
             self.session = Some(session);
         }
         txn.finish()
@@ -547,8 +550,12 @@ fn start(
         }
     }
 
-    let pipelining = session.features.pipelining;
     let mut commands = format!("MAIL FROM:<{sender}>{parameters}\r\n");
+    // Pipelined only while the whole envelope stays small: the server
+    // answers as it reads, and if neither side read while the other wrote,
+    // both would block once the socket buffers are full (RFC 2920 3.1).
+    let envelope: usize = rcpts.iter().map(|(_, a)| a.len() + 11).sum();
+    let pipelining = session.features.pipelining && envelope <= MAX_PIPELINED;
     let mut last = Command::Mail;
     if pipelining {
         for (_, address) in rcpts.iter() {
@@ -564,7 +571,9 @@ fn start(
         return Start::Lost(broken.text().to_owned());
     }
     match session.read(Command::Mail) {
-        Ok(Answer::Positive(_)) => Start::Go,
+        Ok(Answer::Positive(_)) => Start::Go {
+            pipelined: pipelining,
+        },
         Ok(Answer::Negative {
             closing: true,
             reply,
@@ -600,10 +609,10 @@ fn rcpts_and_data(
     session: &mut Session,
     rcpts: &[(usize, &str)],
     txn: &mut Transaction<'_>,
+    pipelining: bool,
     payload: &[u8],
     (command_timeout, data_timeout): (Duration, Duration),
 ) -> bool {
-    let pipelining = session.features.pipelining;
     // A protocol error defers everything sent; anything else what is not
     // classified yet.
     let fail = |txn: &mut Transaction<'_>, broken: Broken| {
@@ -737,6 +746,10 @@ fn plan(recipients: &[String], max_rcpts: usize) -> Vec<Vec<usize>> {
         .flat_map(|group| group.chunks(max_rcpts.max(1)).map(<[usize]>::to_vec))
         .collect()
 }
+
+/// Most bytes of `RCPT` commands sent in one pipelined write (about 500
+/// recipients); a larger transaction waits for each reply.
+const MAX_PIPELINED: usize = 16 * 1024;
 
 /// Socket timeouts must not be zero.
 fn nonzero(duration: Duration) -> Duration {

@@ -1362,3 +1362,36 @@ fn implicit_tls_delivers_and_an_extra_reply_over_tls_is_still_seen() {
         calls[0][0]
     );
 }
+
+#[test]
+fn a_large_envelope_is_not_pipelined() {
+    // With MAIL refused, a pipelined envelope would still bring the RCPTs
+    // to the server; a sequential one stops at MAIL.
+    let server = ScriptServer::start(true, |e: &Event<'_>| match e.verb.as_str() {
+        "MAIL" if e.txn == 0 => Act::reply("451 4.3.0 try later"),
+        _ => Act::usual(),
+    });
+    let mut client = script_client(&server);
+    client.config.max_rcpts = 1000;
+    let many: Vec<String> = (0..600)
+        .map(|i| format!("user{i:04}@example.com"))
+        .collect();
+    let calls = deliver(&mut client, "s@example.org", &many, MESSAGE);
+    assert!(calls[0].iter().all(|r| r.verdict == Verdict::Deferred));
+    assert!(
+        !server.log().lines.iter().any(|l| l.contains("RCPT")),
+        "600 recipients went out pipelined"
+    );
+    let calls = deliver(&mut client, "s@example.org", &many, MESSAGE);
+    assert!(calls[0].iter().all(|r| r.verdict == Verdict::Delivered));
+    assert_accounted(&calls[0], &server);
+    // A small envelope is pipelined: the RCPTs reach a server that refused MAIL.
+    let few = strings(&THREE);
+    let server = ScriptServer::start(true, |e: &Event<'_>| match e.verb.as_str() {
+        "MAIL" => Act::reply("451 4.3.0 try later"),
+        "RCPT" => Act::reply("503 5.5.1 no MAIL"),
+        _ => Act::usual(),
+    });
+    deliver(&mut script_client(&server), "s@example.org", &few, MESSAGE);
+    assert_eq!(server.log().rcpt_replies.len(), 3);
+}

@@ -359,7 +359,7 @@ impl SmtpClient {
         for batch in plan(recipients, self.config.max_rcpts) {
             let addresses = batch.iter().map(|&i| recipients[i].as_str()).collect();
             let results = self.transaction(
-                sender.as_ref().map(|s| *s),
+                sender.as_ref().copied(),
                 Transaction::new(addresses),
                 &payload,
                 eight_bit,

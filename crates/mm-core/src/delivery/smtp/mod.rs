@@ -38,7 +38,8 @@
 //!
 //! Every reply is checked against what its command may get (greeting and
 //! STARTTLS 220; EHLO and RSET 250; AUTH 235 or 334; MAIL, RCPT and end of
-//! data 2xx; DATA 354; and 4xx/5xx). Classification:
+//! data 25x, so not a stray 220 or 221; DATA 354; and 4xx/5xx for all).
+//! Classification:
 //!
 //! | event | verdict |
 //! | --- | --- |

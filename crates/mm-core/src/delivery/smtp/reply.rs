@@ -14,9 +14,9 @@ use std::io::{self, BufRead};
 
 use crate::delivery::Verdict;
 
-/// Longest reply line we read (Postfix's `line_length_limit` is 2048; lettre used 1000).
+/// Longest reply line taken (Postfix's `line_length_limit`; RFC 5321 asks for 512).
 pub(super) const MAX_LINE: usize = 2048;
-/// Most bytes in one (multi-line) reply (Postfix's `smtp_response_limit`... of lines; lettre: 100 kB).
+/// Most bytes in one multi-line reply (lettre's limit too).
 pub(super) const MAX_REPLY: usize = 100_000;
 
 /// What a reply answers.

@@ -53,6 +53,11 @@
 //! | sender not a valid address | `Failed` for every recipient |
 //! | non-ASCII address and the server lacks SMTPUTF8 | `Failed` (RFC 6531 forbids sending it) |
 //!
+//! `DATA` refused after some `RCPT` was accepted waits up to 200 ms for a
+//! reply too many before it is believed: with PIPELINING, an extra reply
+//! earlier in the transaction would shift the last `RCPT`'s refusal onto
+//! `DATA`, with the real `354` right behind it.
+//!
 //! A protocol error defers even recipients already refused in the same
 //! transaction: once one reply was out of place, none of that
 //! transaction's replies can be trusted to be theirs. A reply that is
@@ -679,8 +684,18 @@ fn rcpts_and_data(
             closing,
             reply,
         }) => {
+            // Recipients were accepted, yet DATA is refused: rare, and what
+            // a reply too many earlier on would look like (the last RCPT's
+            // refusal taken for DATA's, its 354 still coming). Make sure no
+            // reply follows before trusting it.
+            let mut keep = !closing;
+            match session.quiet_for(DATA_REFUSAL_GRACE, command_timeout) {
+                Err(broken @ Broken::Protocol(_)) => return fail(txn, broken),
+                Err(_) => keep = false,
+                Ok(()) => {}
+            }
             txn.set_pending(verdict, &format!("{reply} (in reply to DATA)"));
-            return !closing;
+            return keep;
         }
         Err(broken) => return fail(txn, broken),
     }
@@ -747,6 +762,10 @@ fn plan(recipients: &[String], max_rcpts: usize) -> Vec<Vec<usize>> {
         .flat_map(|group| group.chunks(max_rcpts.max(1)).map(<[usize]>::to_vec))
         .collect()
 }
+
+/// How long a refusal of `DATA` after accepted recipients waits for a
+/// reply too many that would show it was not DATA's.
+const DATA_REFUSAL_GRACE: Duration = Duration::from_millis(200);
 
 /// Most bytes of `RCPT` commands sent in one pipelined write (about 500
 /// recipients); a larger transaction waits for each reply.

@@ -403,6 +403,29 @@ impl Session {
         }
     }
 
+    /// Like [`Session::check_idle`], then waits up to `grace` for a reply
+    /// nobody asked for; `timeout` is the read timeout to restore.
+    pub fn quiet_for(&mut self, grace: Duration, timeout: Duration) -> Result<(), Broken> {
+        self.check_idle()?;
+        let last = self.last;
+        self.set_read_timeout(grace)
+            .map_err(|e| Broken::from_io(&e, last))?;
+        let filled = self.reader.fill_buf().map(<[u8]>::len);
+        self.set_read_timeout(timeout)
+            .map_err(|e| Broken::from_io(&e, last))?;
+        match filled {
+            Ok(0) => Err(Broken::Lost(format!(
+                "connection lost after {last}: connection closed by the server"
+            ))),
+            Ok(_) => Err(Broken::Protocol(format!(
+                "protocol error: unsolicited reply after {last}: {}",
+                reply::shown(self.reader.buffer())
+            ))),
+            Err(e) if is_timeout(&e) => Ok(()),
+            Err(e) => Err(Broken::from_io(&e, last)),
+        }
+    }
+
     /// QUIT, waiting at most `wait` for the reply; errors are ignored.
     pub fn quit(mut self, wait: Duration) {
         if self.set_timeout(wait).is_ok() && self.send(Command::Quit, b"QUIT\r\n").is_ok() {

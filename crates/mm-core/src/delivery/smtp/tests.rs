@@ -1395,3 +1395,48 @@ fn a_large_envelope_is_not_pipelined() {
     deliver(&mut script_client(&server), "s@example.org", &few, MESSAGE);
     assert_eq!(server.log().rcpt_replies.len(), 3);
 }
+
+/// With PIPELINING, one extra reply early on shifts the last RCPT's
+/// refusal onto DATA: without a second look, everybody would bounce with
+/// c's 550 (a and b were accepted). The real 354 behind it gives it away.
+#[test]
+fn pipelined_shift_that_lands_a_refusal_on_data_is_caught() {
+    let server = ScriptServer::start(true, |e: &Event<'_>| match (e.verb.as_str(), e.rcpt) {
+        ("RCPT", 0) => Act::usual().extra("250 2.1.5 stray"),
+        ("RCPT", 2) => Act::reply("550 5.1.1 no such user"),
+        _ => Act::usual(),
+    });
+    let mut client = script_client(&server);
+    let calls = deliver(&mut client, "s@example.org", &strings(&THREE), MESSAGE);
+    for r in &calls[0] {
+        assert_eq!(r.verdict, Verdict::Deferred, "{r:?}");
+        assert_eq!(
+            r.reply,
+            "protocol error: unsolicited reply after DATA: 354 go ahead"
+        );
+    }
+    assert_accounted(&calls[0], &server);
+}
+
+#[test]
+fn data_refused_after_accepted_recipients_still_classifies_them() {
+    for pipelining in [false, true] {
+        let server = ScriptServer::start(pipelining, |e: &Event<'_>| match e.verb.as_str() {
+            "DATA" if e.txn == 0 => Act::reply("452 4.3.1 insufficient storage"),
+            _ => Act::usual(),
+        });
+        let mut client = script_client(&server);
+        let calls = deliver(&mut client, "s@example.org", &strings(&THREE), MESSAGE);
+        for r in &calls[0] {
+            assert_eq!(r.verdict, Verdict::Deferred, "{r:?}");
+            assert_eq!(r.reply, "452 4.3.1 insufficient storage (in reply to DATA)");
+        }
+        let again = deliver(&mut client, "s@example.org", &strings(&THREE), MESSAGE);
+        assert!(
+            again[0].iter().all(|r| r.verdict == Verdict::Delivered),
+            "{again:?}"
+        );
+        assert_accounted(&again[0], &server);
+        assert_eq!(server.log().connections, 1, "same connection, after RSET");
+    }
+}

@@ -837,6 +837,21 @@ fn parse_credentials_and_helo() {
 }
 
 #[test]
+fn parse_international_host_names_as_a_labels() {
+    let config = SmtpConfig::parse("smtp://mäil.example:2525").unwrap();
+    assert_eq!(
+        (config.host.as_str(), config.port),
+        ("xn--mil-qla.example", 2525)
+    );
+    assert_eq!(
+        SmtpConfig::parse("smtp://Mail.Example.COM").unwrap().host,
+        "Mail.Example.COM",
+        "an ASCII name is kept as written"
+    );
+    assert!(SmtpConfig::parse("smtp://a%2Fb").is_err());
+}
+
+#[test]
 fn parse_ipv6() {
     let config = SmtpConfig::parse("smtp://[::1]:2525").unwrap();
     assert_eq!((config.host.as_str(), config.port), ("::1", 2525));

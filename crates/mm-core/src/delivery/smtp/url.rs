@@ -19,7 +19,8 @@ impl SmtpConfig {
     /// * `smtps://[user[:pass]@]host[:port]`: implicit TLS, port 465.
     ///
     /// The scheme is case-insensitive; an IPv6 host goes in brackets
-    /// (`smtp://[::1]:2525`). User and password are percent-decoded (write
+    /// (`smtp://[::1]:2525`); an international host name becomes its
+    /// A-label (`mäil.example` is `xn--mil-qla.example`). User and password are percent-decoded (write
     /// `@` as `%40`, `:` in the user as `%3A`). Query parameters: `tls=`
     /// (only with `smtp://`), `helo=NAME` (percent-decoded) for the EHLO
     /// name, and `ca=PATH` (percent-decoded), a PEM file of CA certificates
@@ -65,6 +66,17 @@ impl SmtpConfig {
         let host = match url.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            // The url crate leaves the host of a non-web scheme as written,
+            // percent-encoding what is not ASCII; an international name is
+            // turned into its A-label (punycode) for DNS and TLS.
+            Some(url::Host::Domain(name)) if !name.is_empty() && name.contains('%') => {
+                let decoded = percent_decode(name)
+                    .map_err(|e| format!("invalid host {name:?} in {text:?}: {e}"))?;
+                match url::Host::parse(&decoded) {
+                    Ok(url::Host::Domain(ascii)) => ascii,
+                    _ => return Err(format!("invalid host {decoded:?} in {text:?}")),
+                }
+            }
             Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
             _ => return Err(format!("missing host in {text:?}")),
         };

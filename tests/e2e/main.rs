@@ -23,6 +23,8 @@ mod stages;
 mod hooks;
 // SMTP servers for the runner tests: mailin-embedded in process, Postfix's smtp-sink.
 mod smtp;
+// mm-runq against a scripted server that misbehaves: entry states against the server's log.
+mod smtp_faults;
 // Runners killed at random, corrupt entries, recovery beside live runners, poison entries, shared spools.
 mod crash;
 // The selection language of showq/recover/unbad and showq --by.

@@ -573,9 +573,10 @@ fn a_connection_dropped_after_data_defers_every_recipient_and_loses_nothing() {
     );
 }
 
-/// Server: mailin-embedded, stalling 30 s in data_end.
+/// Server: mailin-embedded, stalling 30 s in data_end (the end-of-data
+/// reply, bounded by --data-timeout).
 #[test]
-fn a_server_stalling_past_the_command_timeout_defers_with_a_timeout_reason_in_bounded_time() {
+fn a_server_stalling_past_the_data_timeout_defers_with_a_timeout_reason_in_bounded_time() {
     let s = TestSpool::new();
     let server = MailServer::start();
     server.stall(Duration::from_secs(30));
@@ -590,7 +591,7 @@ fn a_server_stalling_past_the_command_timeout_defers_with_a_timeout_reason_in_bo
     let mut r = Bg::spawn(
         &s,
         "mm-runq",
-        ["--once", "--command-timeout", "2s", "--smtp", &server.url()],
+        ["--once", "--data-timeout", "2s", "--smtp", &server.url()],
         &[],
     );
     let st = r.wait(Duration::from_secs(25));
@@ -598,7 +599,7 @@ fn a_server_stalling_past_the_command_timeout_defers_with_a_timeout_reason_in_bo
     assert_eq!(st.code(), Some(0), "{}", r.output());
     assert!(
         took < Duration::from_secs(8),
-        "a 2 s command timeout took {took:?} in all\n{}",
+        "a 2 s data timeout took {took:?} in all\n{}",
         r.output()
     );
 

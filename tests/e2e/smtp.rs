@@ -10,6 +10,12 @@
 //! * [`SmtpSink`]: Postfix's `smtp-sink` as a child process, for behaviour that
 //!   mailin cannot script (hanging up without a reply). A missing `smtp-sink`
 //!   fails the test with a message saying so; it never skips.
+//!
+//! A server that misbehaves on purpose (a reply too many, a reply of the
+//! wrong class, a drop after the end-of-data reply) is no real server's
+//! behaviour on demand: that one is scripted, in the test kit
+//! (`mm_e2e::smtp_script`, used by `smtp_faults.rs` and by mm-core's SMTP
+//! unit tests).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};

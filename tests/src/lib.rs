@@ -17,6 +17,9 @@
 //! * [`golden`] compares an output with `tests/fixtures/golden/NAME`
 //!   (`MM_BLESS=1` rewrites the file).
 
+/// A scripted SMTP server that misbehaves on purpose.
+pub mod smtp_script;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;

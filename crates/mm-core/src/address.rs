@@ -19,22 +19,39 @@ pub const MAX_ADDRESS: usize = 254;
 
 /// Validates a recipient; returns it without brackets.
 pub fn recipient(s: &str) -> Result<String> {
-    let a = strip(s);
-    if a.eq_ignore_ascii_case("postmaster") {
-        return Ok(a.to_string());
-    }
-    check(a).map_err(|why| invalid(s, why))?;
-    Ok(a.to_string())
+    checked_recipient(s)
+        .map(str::to_string)
+        .map_err(|why| invalid(s, why))
 }
 
 /// Validates an envelope sender; empty (or `<>`) is the null sender of bounces.
 pub fn sender(s: &str) -> Result<String> {
+    checked_sender(s)
+        .map(str::to_string)
+        .map_err(|why| invalid(s, why))
+}
+
+/// The grammar of [`recipient`], for the SMTP client: the address to put
+/// in `RCPT TO:<...>` (brackets removed), or why it cannot be sent. What
+/// enqueue accepted is what delivery sends, `postmaster` included (RFC 5321
+/// 4.1.1.3: `RCPT TO:<Postmaster>` must be accepted).
+pub fn checked_recipient(s: &str) -> std::result::Result<&str, &'static str> {
     let a = strip(s);
-    if a.is_empty() {
-        return Ok(String::new());
+    if a.eq_ignore_ascii_case("postmaster") {
+        return Ok(a);
     }
-    check(a).map_err(|why| invalid(s, why))?;
-    Ok(a.to_string())
+    check(a)?;
+    Ok(a)
+}
+
+/// The grammar of [`sender`], for the SMTP client: the address to put in
+/// `MAIL FROM:<...>` (`""` for the null sender), or why it cannot be sent.
+pub fn checked_sender(s: &str) -> std::result::Result<&str, &'static str> {
+    let a = strip(s);
+    if !a.is_empty() {
+        check(a)?;
+    }
+    Ok(a)
 }
 
 fn strip(s: &str) -> &str {
@@ -149,6 +166,10 @@ mod tests {
         assert_eq!(sender("<>").unwrap(), "");
         assert_eq!(sender("").unwrap(), "");
         assert_eq!(recipient("<a@b.example>").unwrap(), "a@b.example");
+        assert_eq!(checked_recipient("postMaster"), Ok("postMaster"));
+        assert_eq!(checked_recipient("<a@b.example>"), Ok("a@b.example"));
+        assert_eq!(checked_sender("<>"), Ok(""));
+        assert!(checked_recipient("nobody").is_err());
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Cli {
     /// Timeout for every SMTP command.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     pub command_timeout: Duration,
+    /// Timeout for the SMTP server's reply to the end of the message data (RFC 5321 4.5.3.2.6).
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_duration)]
+    pub data_timeout: Duration,
     /// First retry delay.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     pub retry_min: Duration,
@@ -279,6 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             SmtpConfig::parse(url).map_err(|e| config_error(format!("--smtp {url}: {e}")))?;
         c.connect_timeout = cli.connect_timeout;
         c.command_timeout = cli.command_timeout;
+        c.data_timeout = cli.data_timeout;
         c.max_rcpts = cli.max_rcpts.max(1);
         Transport::Smtp(c)
     } else {

@@ -36,8 +36,11 @@ pub const PAGE: Page = Page {
              or nowhere (`--discard`). With none of them and no stage or `--then`, it is SMTP \
              to *localhost:25*; with stages, none of them and no `--then`, `mm-runq` refuses \
              to start (exit 64), since it would remove entries whose recipients are pending. Each recipient has its own outcome: a 2xx reply delivers it, a \
-             5xx fails it, and a 4xx, a timeout or a lost connection defers it. A delivered \
-             recipient is never sent to again.
+             5xx fails it, and a 4xx, a timeout or a lost connection defers it. A reply that \
+             does not fit its command (one too many, or of the wrong kind) is a protocol \
+             error: the whole transaction is deferred and the connection closed, so no reply \
+             is ever taken for another recipient's. A delivered recipient is never sent to \
+             again.
 
              A stage runs `sh -c CMD` with the message on standard input and the envelope in \
              `MM_ID`, `MM_QUEUE`, `MM_SENDER`, `MM_RECIPIENTS`, `MM_LIST`, `MM_STAGE` and \

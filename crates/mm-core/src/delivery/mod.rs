@@ -13,13 +13,9 @@ pub mod local;
 /// Stored message bytes to the SMTP DATA form.
 pub mod wire;
 
-/// SMTP delivery with per-recipient outcomes (lettre's `SmtpConnection`).
+/// SMTP delivery with per-recipient outcomes and strict reply checking.
 #[cfg(feature = "smtp")]
 pub mod smtp;
-
-/// `TCP_NODELAY` on lettre's sockets (which it does not set).
-#[cfg(feature = "smtp")]
-mod nodelay;
 
 /// What became of one recipient in one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,29 +9,20 @@
 //!
 //! # Who does what
 //!
-//! The SMTP client (`super::smtp`, feature `smtp`) sends a message whose
-//! wire form is text in one write, [`to_smtp_wire`]: exactly the bytes
-//! lettre would write, built here. Any other message goes through lettre
-//! 0.11's `SmtpConnection::message()`, and that call already does part of
-//! the job:
+//! Two steps, each with one job, so that each can be tested alone:
 //!
-//! * it **dot-stuffs** (its `ClientCodec` doubles a '.' at the start of the
-//!   data and after every CRLF; a '.' after a *bare* LF or a bare CR is not
-//!   seen as a line start), and
-//! * it **appends `"\r\n.\r\n"`** itself, i.e. the CRLF that ends the last
-//!   line *and* the terminating dot line.
+//! * [`to_smtp_data`](crate::delivery::wire::to_smtp_data) makes every line ending CRLF and **drops the line
+//!   ending of the last line** (the terminator supplies it); it does **not**
+//!   dot-stuff. This is the form lettre 0.11's `SmtpConnection::message()`
+//!   took (it stuffs and appends `"\r\n.\r\n"` itself), which the client
+//!   used before it had its own session; its tests pin that contract.
+//! * [`to_smtp_wire`](crate::delivery::wire::to_smtp_wire) dot-stuffs that (a '.' at the start of the data or
+//!   after a CRLF is doubled) and appends `CRLF . CRLF`: exactly the bytes
+//!   the SMTP client (`super::smtp`, feature `smtp`) writes after `354`, in
+//!   one write, whatever the bytes (8-bit and NUL included).
 //!
-//! So [`to_smtp_data`] does only what lettre leaves undone, and must not do
-//! what lettre does, or the server would receive doubled dots and an extra
-//! empty last line:
-//!
-//! * every line ending becomes CRLF (so lettre's stuffing, which only knows
-//!   CRLF, sees every line start);
-//! * it does **not** dot-stuff;
-//! * it **drops the line ending of the last line**, because lettre's
-//!   `"\r\n.\r\n"` supplies it. The wire always ends in `CRLF . CRLF`, so the
-//!   last line is always terminated, whether or not the stored message had a
-//!   final newline.
+//! The wire always ends in `CRLF . CRLF`, so the last line is always
+//! terminated, whether or not the stored message had a final newline.
 //!
 //! Choices:
 //!
@@ -45,17 +36,16 @@
 //!   signatures). A server that refuses them answers 5xx, which fails those
 //!   recipients with the server's own reason.
 //! * The empty message (and a message that is a single line ending) goes out
-//!   as one empty line: lettre always sends `"\r\n.\r\n"`, and an SMTP
-//!   message cannot have zero lines that way.
+//!   as one empty line: the terminator is always `"\r\n.\r\n"`, and an
+//!   SMTP message cannot have zero lines that way.
 //!
 //! The conversion is one pass over the input that copies whole runs of bytes
 //! between line endings into a buffer allocated once with some head room.
 
-/// Turns stored message bytes into the payload for lettre's
-/// `SmtpConnection::message()`: all line endings (LF, CRLF, bare CR) as CRLF,
-/// **not** dot-stuffed and **without** the line ending of the last line,
-/// since `message()` dot-stuffs and appends `"\r\n.\r\n"` itself (see the
-/// module documentation).
+/// Turns stored message bytes into the DATA payload before stuffing: all
+/// line endings (LF, CRLF, bare CR) as CRLF, **not** dot-stuffed and
+/// **without** the line ending of the last line, which [`to_smtp_wire`]'s
+/// terminator supplies (see the module documentation).
 pub fn to_smtp_data(message: &[u8]) -> Vec<u8> {
     // Head room for one extra byte per bare-LF line of 32 bytes or more on
     // average: usually no reallocation at all.
@@ -72,7 +62,7 @@ pub fn to_smtp_data(message: &[u8]) -> Vec<u8> {
         rest = &rest[pos + ending_len..];
     }
     if rest.is_empty() {
-        // The message ended with a line ending (or is empty): lettre's
+        // The message ended with a line ending (or is empty): the
         // terminator provides the last CRLF.
         if out.ends_with(b"\r\n") {
             out.truncate(out.len() - 2);
@@ -83,12 +73,11 @@ pub fn to_smtp_data(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The exact bytes lettre's `message()` writes after `354` for `data`, the
-/// output of [`to_smtp_data`]: dot-stuffed as lettre's codec does (a '.' at
-/// the start of the data or after a CRLF is doubled), then `CRLF . CRLF`. The
-/// SMTP client sends them in one write when they are text: `message()`
-/// writes the closing dot on its own, a second TCP segment and a second
-/// wake-up of the server for every message.
+/// The bytes the SMTP client writes after `354` for `data`, the output of
+/// [`to_smtp_data`]: dot-stuffed (a '.' at the start of the data or after a
+/// CRLF is doubled, as lettre's codec did), then `CRLF . CRLF`, all in one
+/// write (lettre's `message()` wrote the closing dot on its own: a second
+/// TCP segment and a second wake-up of the server for every message).
 pub fn to_smtp_wire(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
     // Every line ending in `data` is CRLF, so "after a CRLF" is "after a LF".
@@ -118,8 +107,9 @@ mod tests {
 
     /// What goes on the wire for a payload: a copy of lettre 0.11.23's
     /// `ClientCodec::encode` (dot-stuffing) followed by the `"\r\n.\r\n"` that
-    /// `SmtpConnection::message_iter` appends. The SMTP tests in `smtp.rs`
-    /// check the real thing against a server.
+    /// `SmtpConnection::message_iter` appends: the reference the one-write
+    /// form is checked against. The SMTP tests in `smtp/tests.rs` check the
+    /// real thing against a server.
     fn lettre_wire_image(data: &[u8]) -> Vec<u8> {
         #[derive(Clone, Copy)]
         enum State {
@@ -238,7 +228,7 @@ mod tests {
     #[test]
     fn single_dot_line_is_stuffed_once_by_lettre() {
         let data = to_smtp_data(b"a\n.\nb\n");
-        // Not stuffed here: lettre does it.
+        // Not stuffed here: to_smtp_wire does it.
         assert_eq!(data, b"a\r\n.\r\nb");
         assert_eq!(lettre_wire_image(&data), b"a\r\n..\r\nb\r\n.\r\n");
         // A dot on the first line, and a dot as the last line.

@@ -27,6 +27,8 @@ pub const BASE: &str = "/var/tmp/mm-xtask-cluster";
 /// Host A's and host B's mount points (outside [`BASE`], so removing it
 /// never reaches into a mounted volume).
 pub const MOUNTS: [&str; 2] = ["/mnt/mm-cluster-a", "/mnt/mm-cluster-b"];
+/// The probe's third mount, whose FUSE client runs with a skewed clock.
+pub const SKEWED_MOUNT: &str = "/mnt/mm-cluster-c";
 /// glusterd's pid file when this harness starts it.
 const GLUSTERD_PID: &str = "/run/mm-xtask-glusterd.pid";
 /// Longest a gluster command may take.
@@ -135,7 +137,12 @@ impl Cluster {
         if self.own_glusterd {
             stop_glusterd();
         }
-        for m in &self.mounts {
+        for m in self
+            .mounts
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new(SKEWED_MOUNT)])
+        {
             let _ = std::fs::remove_dir(m);
         }
         if self.keep {
@@ -150,6 +157,45 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Mounts the volume at [`SKEWED_MOUNT`] through a FUSE client whose clock
+/// is `secs` ahead: glusterfs run directly with libfaketime preloaded
+/// (mount.glusterfs loses `LD_PRELOAD` on the way). Unmount with [`unmount`].
+pub fn mount_skewed(secs: i64) -> anyhow::Result<PathBuf> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+    .find(|p| p.exists())
+    .context("no libfaketime.so.1 (apt-get install faketime)")?;
+    let at = PathBuf::from(SKEWED_MOUNT);
+    std::fs::create_dir_all(&at).with_context(|| format!("cannot create {}", at.display()))?;
+    run_ok(
+        Command::new("glusterfs")
+            .args(["--process-name", "fuse"])
+            .arg(format!("--volfile-server={SERVER}"))
+            .arg(format!("--volfile-id=/{VOLUME}"))
+            .arg(&at)
+            .env("LD_PRELOAD", &lib)
+            .env("FAKETIME", format!("{secs:+}s"))
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        b"",
+        GLUSTER_TIMEOUT,
+    )?;
+    wait_until("the skewed FUSE mount", Duration::from_secs(20), || {
+        Ok((fs_type(&at).ok() == Some(FUSE_SUPER_MAGIC)).then_some(()))
+    })?;
+    Ok(at)
+}
+
+/// Unmounts `at`.
+pub fn unmount(at: &Path) -> anyhow::Result<()> {
+    run_ok(Command::new("umount").arg(at), b"", Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// statfs(2) f_type of the file system at `path`.
@@ -178,7 +224,7 @@ fn unmount_ours() {
         let (Some(src), Some(at)) = (f.next(), f.next()) else {
             continue;
         };
-        if src != source && !MOUNTS.contains(&at) {
+        if src != source && !MOUNTS.contains(&at) && at != SKEWED_MOUNT {
             continue;
         }
         let t = Duration::from_secs(30);

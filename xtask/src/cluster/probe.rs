@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use rustix::fs::{CWD, RenameFlags};
@@ -80,6 +80,116 @@ pub fn run(cluster: &Cluster, scratch: &Path) -> anyhow::Result<Vec<Fact>> {
             result: sync_reaches_bricks(&a, how)?,
         });
     }
+    for f in client_clock(&a)? {
+        facts.push(f);
+    }
+    Ok(facts)
+}
+
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// Create and write a file.
+    Write,
+    /// utimensat(2) with UTIME_NOW: "now" as the file system sees it.
+    TouchNow,
+}
+
+/// Whose clock stamps a file's times: a third client whose clock is 600 s
+/// ahead (its FUSE process under libfaketime; the kernel is this machine's)
+/// creates and writes a file, then host A's mount reads its mtime, with the
+/// volume's `features.ctime` (consistent time attributes, on by default)
+/// on and then off.
+fn client_clock(a: &Path) -> anyhow::Result<Vec<Fact>> {
+    const SKEW: i64 = 600;
+    let c = gluster::mount_skewed(SKEW)?;
+    let result = (|| -> anyhow::Result<Vec<Fact>> {
+        let mut facts = Vec::new();
+        for (what, ctime, how) in [
+            (
+                "mtime: file written by a +600 s client, features.ctime on",
+                "on",
+                Stamp::Write,
+            ),
+            (
+                "mtime: utimensat(UTIME_NOW) by it, features.ctime on",
+                "on",
+                Stamp::TouchNow,
+            ),
+            (
+                "mtime: file written by it, features.ctime off",
+                "off",
+                Stamp::Write,
+            ),
+            (
+                "mtime: utimensat(UTIME_NOW) by it, features.ctime off",
+                "off",
+                Stamp::TouchNow,
+            ),
+        ] {
+            gluster::gluster(&["volume", "set", gluster::VOLUME, "features.ctime", ctime])?;
+            // The clients switch to the new graph within a moment.
+            std::thread::sleep(Duration::from_secs(2));
+            let name = format!("clock-{ctime}-{}", facts.len());
+            match how {
+                Stamp::Write => {
+                    let mut f = File::create(c.join("probe").join(&name))
+                        .context("cannot create a file through the skewed client")?;
+                    f.write_all(b"clock")?;
+                }
+                Stamp::TouchNow => {
+                    // Made through A long ago, touched through the skewed client.
+                    std::fs::write(a.join(&name), b"clock")?;
+                    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+                    File::options()
+                        .write(true)
+                        .open(a.join(&name))?
+                        .set_modified(old)?;
+                    let now = rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_NOW,
+                    };
+                    let f = File::options()
+                        .write(true)
+                        .open(c.join("probe").join(&name))?;
+                    rustix::fs::futimens(
+                        &f,
+                        &rustix::fs::Timestamps {
+                            last_access: now,
+                            last_modification: now,
+                        },
+                    )?;
+                    // A caches the attributes it set itself (FUSE
+                    // attribute timeout, 1 s by default): let them expire.
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+            }
+            let m = std::fs::metadata(a.join(&name))
+                .and_then(|m| m.modified())
+                .context("host A does not see the skewed client's file")?;
+            let ahead = match m.duration_since(SystemTime::now()) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            let whose = if (ahead - SKEW as f64).abs() < 30.0 {
+                "the writing client's clock"
+            } else if ahead.abs() < 30.0 {
+                "this machine's clock (the brick's, or the client's kernel)"
+            } else {
+                "neither clock"
+            };
+            facts.push(Fact {
+                what,
+                result: format!("{ahead:+.0} s from now, as A sees it: {whose}"),
+            });
+        }
+        Ok(facts)
+    })();
+    // Back to the default whatever happened.
+    let reset = gluster::gluster(&["volume", "set", gluster::VOLUME, "features.ctime", "on"]);
+    let unmounted = gluster::unmount(&c);
+    let facts = result?;
+    reset?;
+    unmounted?;
     Ok(facts)
 }
 

@@ -52,6 +52,7 @@ impl Cluster {
     /// Cleans up what an interrupted run left, starts glusterd if needed,
     /// creates and starts the volume and mounts it twice.
     pub fn start(keep: bool) -> anyhow::Result<Cluster> {
+        kill_leftover_tools();
         unmount_ours();
         let own_glusterd = ensure_glusterd()?;
         // From here on, a failure still tears down what was made.
@@ -213,6 +214,34 @@ pub fn gluster(args: &[&str]) -> anyhow::Result<String> {
         GLUSTER_TIMEOUT,
     )?;
     Ok(done.out())
+}
+
+/// Kills what a run killed before its teardown left running: mm tools whose
+/// spool is in one of our mounts, and smtp-sinks writing below [`BASE`]
+/// (both only ever started by this harness).
+fn kill_leftover_tools() {
+    let ours = |args: &[String]| {
+        let prog = args.first().map(String::as_str).unwrap_or("");
+        let mm = prog
+            .rsplit('/')
+            .next()
+            .is_some_and(|p| p.starts_with("mm-"))
+            || prog.ends_with("faketime");
+        let spool_in_mount = args.iter().any(|a| {
+            MOUNTS
+                .iter()
+                .chain([&SKEWED_MOUNT])
+                .any(|m| a.starts_with(m))
+        });
+        let sink_in_base = prog.ends_with("smtp-sink") && args.iter().any(|a| a.starts_with(BASE));
+        (mm && spool_in_mount) || sink_in_base
+    };
+    for pid in processes(ours) {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            println!("cluster: killing process {pid}, left by an earlier run");
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 /// Unmounts our two mount points, and any other mount of our volume.

@@ -230,10 +230,12 @@ pub struct Host {
 }
 
 impl Host {
-    /// This host with its clock `secs` ahead.
-    pub fn skewed(&self, secs: i64) -> Host {
+    /// This host with its clock `secs` ahead, seeing the volume through
+    /// `mount` (whose FUSE client has the same skew).
+    pub fn skewed(&self, secs: i64, mount: &Path) -> Host {
         Host {
             skew: Some(secs),
+            mount: mount.to_path_buf(),
             ..self.clone()
         }
     }

@@ -162,8 +162,8 @@ impl Drop for Cluster {
 
 /// Mounts the volume at [`SKEWED_MOUNT`] through a FUSE client whose clock
 /// is `secs` ahead: glusterfs run directly with libfaketime preloaded
-/// (mount.glusterfs loses `LD_PRELOAD` on the way). Unmount with [`unmount`].
-pub fn mount_skewed(secs: i64) -> anyhow::Result<PathBuf> {
+/// (mount.glusterfs loses `LD_PRELOAD` on the way). Unmounted on drop.
+pub fn mount_skewed(secs: i64) -> anyhow::Result<SkewedMount> {
     let lib = [
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib/aarch64-linux-gnu",
@@ -187,16 +187,30 @@ pub fn mount_skewed(secs: i64) -> anyhow::Result<PathBuf> {
         b"",
         GLUSTER_TIMEOUT,
     )?;
+    let mount = SkewedMount { path: at };
     wait_until("the skewed FUSE mount", Duration::from_secs(20), || {
-        Ok((fs_type(&at).ok() == Some(FUSE_SUPER_MAGIC)).then_some(()))
+        Ok((fs_type(&mount.path).ok() == Some(FUSE_SUPER_MAGIC)).then_some(()))
     })?;
-    Ok(at)
+    Ok(mount)
 }
 
-/// Unmounts `at`.
-pub fn unmount(at: &Path) -> anyhow::Result<()> {
-    run_ok(Command::new("umount").arg(at), b"", Duration::from_secs(30))?;
-    Ok(())
+/// The volume mounted through a FUSE client with a skewed clock.
+pub struct SkewedMount {
+    pub path: PathBuf,
+}
+
+impl Drop for SkewedMount {
+    fn drop(&mut self) {
+        let t = Duration::from_secs(30);
+        if run_ok(Command::new("umount").arg(&self.path), b"", t).is_err()
+            && let Err(e) = run_ok(Command::new("umount").arg("-l").arg(&self.path), b"", t)
+        {
+            eprintln!(
+                "cluster: warning: cannot unmount {}: {e:#}",
+                self.path.display()
+            );
+        }
+    }
 }
 
 /// statfs(2) f_type of the file system at `path`.

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::Signal;
 
-use super::{Ctx, Expect, Host, LEASE, Msg, PAST_LEASE, pause};
+use super::{Ctx, Expect, Host, LEASE, Msg, PAST_LEASE, gluster, pause};
 
 /// Recipients per SMTP transaction where a runner is caught mid-delivery:
 /// 6 recipients per message make 3 transactions, each answered a second
 /// late by the sink (`-W .:1`).
 const MAX_RCPTS: &str = "2";
+/// Host B's clock in `skew`: 10 minutes ahead.
+const SKEW: i64 = 600;
 /// The sink's delay: one second before each end-of-data reply.
 const SLOW_SINK: [&str; 2] = ["-W", ".:1"];
 
@@ -73,10 +75,14 @@ pub fn enqueue(ctx: &mut Ctx) -> anyhow::Result<Expect> {
         .iter()
         .map(|(_, s, g)| s.len() + g.iter().map(Vec::len).sum::<usize>())
         .sum();
+    let by_stdin: usize = plan.iter().map(|(_, s, _)| s.len()).sum();
+    let groups: usize = plan.iter().map(|(_, _, g)| g.len()).sum();
     ex.note(format!(
-        "{messages} messages enqueued in {:.1} s: 40 by stdin and 80 in 4 --file groups of \
-         20, half through each mount, 8 processes at once; {} distinct ids printed",
+        "{messages} messages enqueued in {:.1} s: {by_stdin} by stdin (2 processes one after \
+         another per host) and {} in {groups} --file groups (2 per host) at the same time, \
+         half through each mount; {} distinct ids printed",
         started.elapsed().as_secs_f64(),
+        messages - by_stdin,
         ids.len()
     ));
     if printed != messages || ids.len() != messages {
@@ -230,22 +236,28 @@ pub fn freeze(ctx: &mut Ctx) -> anyhow::Result<Expect> {
     Ok(ex)
 }
 
-/// 5. Host B's clock 10 minutes ahead (faketime) while A's runner is live:
-///    B's `mm-recover` (5 min lease) and B's runners must leave A's claims
+/// 5. Host B's clock 10 minutes ahead while A's runner is live: B's tools
+///    run under faketime, and B sees the volume through a FUSE client of
+///    its own that runs under libfaketime too (with GlusterFS's default
+///    `features.ctime on`, files get the writing client's clock). B's
+///    `mm-recover` (5 min lease) and B's runners must leave A's claims
 ///    alone.
 pub fn skew(ctx: &mut Ctx) -> anyhow::Result<Expect> {
     ctx.start_sink(&SLOW_SINK)?;
     let mut ex = slow_queue(ctx)?;
     let a = ctx.a.clone();
-    let b = ctx.b.skewed(600);
+    let mount = gluster::mount_skewed(SKEW)?;
+    let b = ctx.b.skewed(SKEW, &mount.path);
     ctx.start_runner(&a, "hosta", &["--max-rcpts", MAX_RCPTS])?;
     ctx.wait_dumps_from("hosta", 1)?;
     let rec = ctx.recover(&b, &[])?;
     ex.note(format!(
-        "B (clock +600 s) mm-recover, default 5 min lease, while A delivers: {rec}"
+        "B (clock +{SKEW} s: its tools and its FUSE client) mm-recover, default 5 min lease, \
+         while A delivers: {rec}"
     ));
     drain_sliced(ctx, &b, "hostb-skewed")?;
     ctx.wait_runners()?;
+    drop(mount);
     final_drain(ctx, &mut ex)?;
     Ok(ex)
 }

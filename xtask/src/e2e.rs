@@ -25,11 +25,11 @@
 //! failure the tail of Postfix's log is printed. Needs root: it adds a user
 //! and starts Postfix.
 
-mod mail;
+pub(crate) mod mail;
 mod postfix;
-mod sink;
-mod smtp;
-mod sys;
+pub(crate) mod sink;
+pub(crate) mod smtp;
+pub(crate) mod sys;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -76,7 +76,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
         sys::postfix_program(program)?;
     }
     sys::catch_interrupts()?;
-    let bin = build(root)?;
+    let bin = build(root, &TOOLS)?;
     let built = started.elapsed();
     let started = Instant::now();
 
@@ -595,12 +595,12 @@ impl Mm {
     }
 }
 
-/// Builds the tools with the cargo that runs us; returns their directory.
-fn build(root: &Path) -> anyhow::Result<PathBuf> {
+/// Builds `tools` with the cargo that runs us; returns their directory.
+pub(crate) fn build(root: &Path, tools: &[&str]) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(root).args(["build", "--quiet"]);
-    for t in TOOLS {
+    for t in tools {
         cmd.args(["-p", t]);
     }
     let status = cmd
@@ -645,7 +645,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Whether we run as root (effective uid 0), from /proc (std has no geteuid).
-fn is_root() -> anyhow::Result<bool> {
+pub(crate) fn is_root() -> anyhow::Result<bool> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     let euid = status

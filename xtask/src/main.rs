@@ -16,11 +16,16 @@
 //! * `e2e [--keep]`: mm behind a real MTA: a private Postfix pipes mail into
 //!   `mm-enqueue`, `mm-runq` delivers it to Postfix's smtp-sink, and a spool
 //!   failure makes Postfix defer and retry (root only; CI runs it).
+//! * `cluster [--keep] [SCENARIO...]`: mm on a GlusterFS volume mounted
+//!   twice (hosts A and B): the file system probed, then enqueue, drain,
+//!   kill, freeze and clock-skew scenarios counted per recipient at
+//!   smtp-sink (root only; CI runs it where there is FUSE).
 //!
 //! Tasks never depend on the current directory: paths come from
 //! [`project_root`].
 
 mod bench;
+mod cluster;
 mod completions;
 mod demo;
 mod e2e;
@@ -64,6 +69,16 @@ enum Task {
         /// Keep the temporary directory (Postfix's configuration and log, the spool, what the sink got).
         #[arg(long)]
         keep: bool,
+    },
+    /// mm on a real shared file system: a two-brick GlusterFS volume mounted twice as hosts A
+    /// and B; enqueue, drain, kill, freeze and clock-skew scenarios counted per recipient (root).
+    Cluster {
+        /// Keep the bricks, smtp-sink's files and the runners' logs (in /var/tmp/mm-xtask-cluster).
+        #[arg(long)]
+        keep: bool,
+        /// Only these: probe, enqueue, drain, kill, freeze, skew [default: all].
+        #[arg(value_name = "SCENARIO")]
+        only: Vec<String>,
     },
     /// Benchmarks beside the physical floor (release build; several minutes at 1,000,000 entries).
     Bench {
@@ -131,6 +146,7 @@ fn main() -> ExitCode {
         Task::Completions { out } => completions::run(&project_root(), out),
         Task::Demo { keep } => demo::run(&project_root(), keep),
         Task::E2e { keep } => e2e::run(&project_root(), keep),
+        Task::Cluster { keep, only } => cluster::run(&project_root(), &only, keep),
         Task::Bench {
             max_backlog,
             reps,

@@ -26,6 +26,10 @@ pub struct SmtpSink {
 pub struct Dump {
     /// The file.
     pub name: String,
+    /// The client's EHLO argument (who sent it).
+    pub helo: String,
+    /// When smtp-sink wrote it (at the end of data, before its reply).
+    pub modified: Option<std::time::SystemTime>,
     /// The MAIL FROM address ("" for `<>`).
     pub sender: String,
     /// The RCPT TO addresses, in order.
@@ -38,6 +42,18 @@ impl SmtpSink {
     /// Starts smtp-sink on a free port of 127.0.0.1, running as `uid` (it
     /// will not run as root), saving into `dir` (made here, owned by `uid`).
     pub fn start(dir: &Path, user: &str, uid: u32) -> anyhow::Result<SmtpSink> {
+        SmtpSink::start_with(dir, user, uid, &[])
+    }
+
+    /// [`SmtpSink::start`] with more smtp-sink options (`extra`, before the
+    /// address), such as `-W .:1`: wait a second before answering each end
+    /// of data.
+    pub fn start_with(
+        dir: &Path,
+        user: &str,
+        uid: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<SmtpSink> {
         let bin = sys::postfix_program("smtp-sink")?;
         std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         std::os::unix::fs::chown(dir, Some(uid), None)
@@ -59,6 +75,7 @@ impl SmtpSink {
             // '%'). 64: the listen backlog.
             cmd.args(["-u", user, "-h", "mm-e2e-sink", "-d"])
                 .arg(format!("{}/msg.", dir.display()))
+                .args(extra)
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("64")
                 .stdin(Stdio::null())
@@ -114,7 +131,10 @@ impl SmtpSink {
                 let path = self.dir.join(&name);
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                parse_dump(&name, &bytes).with_context(|| format!("smtp-sink's {}", path.display()))
+                let mut dump = parse_dump(&name, &bytes)
+                    .with_context(|| format!("smtp-sink's {}", path.display()))?;
+                dump.modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                Ok(dump)
             })
             .collect()
     }
@@ -134,6 +154,7 @@ impl Drop for SmtpSink {
 /// received (LF line ends, dots unstuffed), then an empty line.
 pub fn parse_dump(name: &str, bytes: &[u8]) -> anyhow::Result<Dump> {
     let mut sender = None;
+    let mut helo = String::new();
     let mut rcpts = Vec::new();
     let mut rest = bytes;
     let mut in_received = false;
@@ -148,6 +169,8 @@ pub fn parse_dump(name: &str, bytes: &[u8]) -> anyhow::Result<Dump> {
         let text = String::from_utf8_lossy(line);
         if let Some(v) = text.strip_prefix("X-Mail-Args: ") {
             sender = Some(angle_address(v)?);
+        } else if let Some(v) = text.strip_prefix("X-Helo-Args: ") {
+            helo = v.trim().to_string();
         } else if let Some(v) = text.strip_prefix("X-Rcpt-Args: ") {
             rcpts.push(angle_address(v)?);
         } else if text.starts_with("Received: ") {
@@ -162,6 +185,8 @@ pub fn parse_dump(name: &str, bytes: &[u8]) -> anyhow::Result<Dump> {
     };
     Ok(Dump {
         name: name.to_string(),
+        helo,
+        modified: None,
         sender: sender.context("it has no X-Mail-Args")?,
         rcpts,
         data: data.to_vec(),
@@ -189,6 +214,7 @@ mod tests {
             Tue, 24 Nov 2026 18:36:42 +0000 (UTC)\nSubject: s\n\nbody\n\n";
         let d = parse_dump("msg.1", file).expect("a good dump");
         assert_eq!(d.sender, "");
+        assert_eq!(d.helo, "vm");
         assert_eq!(d.rcpts, ["\"j s\"@x.example", "b@x.example"]);
         assert_eq!(d.data, b"Subject: s\n\nbody\n");
     }

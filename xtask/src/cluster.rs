@@ -210,14 +210,34 @@ fn run_scenarios(
     Ok(reports)
 }
 
-/// Whether this mm-runq takes `--lease`.
+/// Whether this mm-runq takes `--lease` (and [`LEASE`] as its value: a
+/// dry run on an empty scratch spool).
 fn runq_takes_lease(bin: &Path) -> anyhow::Result<bool> {
     let help = run_ok(
         Command::new(bin.join("mm-runq")).arg("--help"),
         b"",
         TOOL_TIMEOUT,
     )?;
-    Ok(help.out().contains("--lease"))
+    if !help.out().contains("--lease") {
+        return Ok(false);
+    }
+    let scratch = tempfile::tempdir().context("cannot make a scratch spool")?;
+    let tried = sys::run(
+        Command::new(bin.join("mm-runq"))
+            .arg("--spool")
+            .arg(scratch.path())
+            .args(["--lease", LEASE, "--dry-run"]),
+        b"",
+        TOOL_TIMEOUT,
+    )?;
+    if !tried.status.success() {
+        println!(
+            "cluster: mm-runq has --lease but refuses --lease {LEASE} ({}); runners keep their \
+             default lease",
+            sys::one_line(&tried.err())
+        );
+    }
+    Ok(tried.status.success())
 }
 
 /// One host: its name (`MM_HOST`), its mount, and its clock's skew.

@@ -201,6 +201,7 @@ fn run_scenarios(
         println!("cluster: {}: {}", s.name, s.title);
         let mut ctx = Ctx::new(cluster, bin, lease_flag, s.name)?;
         let expect = (s.run)(&mut ctx).with_context(|| format!("scenario {}", s.name))?;
+        println!("  - runners: {}", ctx.exits());
         ctx.stop_runners();
         let report = account(&ctx, s.name, &expect)?;
         report.print(t.elapsed());
@@ -209,14 +210,34 @@ fn run_scenarios(
     Ok(reports)
 }
 
-/// Whether this mm-runq takes `--lease`.
+/// Whether this mm-runq takes `--lease` (and [`LEASE`] as its value: a
+/// dry run on an empty scratch spool).
 fn runq_takes_lease(bin: &Path) -> anyhow::Result<bool> {
     let help = run_ok(
         Command::new(bin.join("mm-runq")).arg("--help"),
         b"",
         TOOL_TIMEOUT,
     )?;
-    Ok(help.out().contains("--lease"))
+    if !help.out().contains("--lease") {
+        return Ok(false);
+    }
+    let scratch = tempfile::tempdir().context("cannot make a scratch spool")?;
+    let tried = sys::run(
+        Command::new(bin.join("mm-runq"))
+            .arg("--spool")
+            .arg(scratch.path())
+            .args(["--lease", LEASE, "--dry-run"]),
+        b"",
+        TOOL_TIMEOUT,
+    )?;
+    if !tried.status.success() {
+        println!(
+            "cluster: mm-runq has --lease but refuses --lease {LEASE} ({}); runners keep their \
+             default lease",
+            sys::one_line(&tried.err())
+        );
+    }
+    Ok(tried.status.success())
 }
 
 /// One host: its name (`MM_HOST`), its mount, and its clock's skew.
@@ -455,6 +476,31 @@ impl Ctx {
         Ok(())
     }
 
+    /// How each runner ended: "LABEL exit N" or "LABEL killed".
+    fn exits(&mut self) -> String {
+        self.runners
+            .iter_mut()
+            .map(|r| {
+                r.running();
+                let how = match r.exited {
+                    None => "still running".to_string(),
+                    Some(s) => {
+                        match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                            (Some(0), _) => "exit 0".to_string(),
+                            // Say why: the log's lines that are not per-entry successes.
+                            (Some(c), _) => format!("exit {c} ({})", r.problems()),
+                            (None, Some(9)) => "killed".to_string(),
+                            (None, Some(sig)) => format!("signal {sig}"),
+                            (None, None) => s.to_string(),
+                        }
+                    }
+                };
+                format!("{} {how}", r.label)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Kills what still runs (a scenario that failed half way).
     fn stop_runners(&mut self) {
         for r in &mut self.runners {
@@ -608,6 +654,21 @@ impl Runner {
             self.exited = Some(s);
         }
         self.exited.is_none()
+    }
+
+    /// The lines of its log that tell of trouble, in one line.
+    fn problems(&self) -> String {
+        let text = self.log_text();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(" done ") && !l.contains(" 0 errors"))
+            .take(3)
+            .collect();
+        if bad.is_empty() {
+            self.log_tail()
+        } else {
+            bad.join(" | ")
+        }
     }
 
     /// Its log (standard output and error).

@@ -71,6 +71,10 @@ pub fn run(cluster: &Cluster, scratch: &Path) -> anyhow::Result<Vec<Fact>> {
         what: "rename seen through the other mount",
         result: rename_visible(&a, &b)?,
     });
+    facts.push(Fact {
+        what: "mkdir racing from both mounts",
+        result: mkdir_race(&a, &b)?,
+    });
     for (what, how) in [
         ("syncfs reaches the bricks", Sync::Syncfs),
         ("fdatasync + dir fsync reach the bricks", Sync::PerFile),
@@ -297,6 +301,61 @@ fn rename_visible(a: &Path, b: &Path) -> anyhow::Result<String> {
     }
     Ok(format!(
         "{seen} of {N} renames through A seen at once through B, content and all"
+    ))
+}
+
+/// Four threads, two per mount, create the same new directory at once
+/// inside a directory A has just made (as runners of both hosts create
+/// `.runners/` in a new spool), 100 times; a loser of the race gets EEXIST
+/// and at once lstat()s the name, as mm's `fsx::create_dir` does. Counts
+/// what that lstat said.
+fn mkdir_race(a: &Path, b: &Path) -> anyhow::Result<String> {
+    const N: usize = 100;
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in 0..N {
+        let parent = format!("race-{i}");
+        std::fs::create_dir(a.join(&parent)).context("cannot mkdir through A")?;
+        let name = format!("{parent}/.runners");
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = [a, b, a, b]
+                .iter()
+                .map(|m| {
+                    let path = m.join(&name);
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        match std::fs::create_dir(&path) {
+                            Ok(()) => "made it".to_string(),
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                                match std::fs::symlink_metadata(&path) {
+                                    Ok(m) if m.is_dir() => "EEXIST, then lstat: a directory".into(),
+                                    Ok(_) => "EEXIST, then lstat: not a directory".into(),
+                                    Err(e) => format!("EEXIST, then lstat failed: {e}"),
+                                }
+                            }
+                            Err(e) => format!("mkdir failed: {e}"),
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| "panicked".into()))
+                .collect()
+        });
+        for r in results {
+            *outcomes.entry(r).or_default() += 1;
+        }
+        let _ = std::fs::remove_dir(a.join(&name));
+        let _ = std::fs::remove_dir(a.join(&parent));
+    }
+    Ok(format!(
+        "{N} races: {}",
+        outcomes
+            .iter()
+            .map(|(k, v)| format!("{v}x {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     ))
 }
 

@@ -173,6 +173,9 @@ impl Registration {
                 )
             })?;
             std::io::Write::write_all(&mut file, &json).map_err(io_err("cannot write", &tmp))?;
+            // The lease starts on the file system's clock: a written file's
+            // time may be this host's (GlusterFS with features.ctime on).
+            fsx::touch_now(&file).map_err(io_err("cannot stamp", &tmp))?;
             file.sync_data().map_err(io_err("cannot sync", &tmp))?;
             fs::rename(&tmp, &path).map_err(io_err("cannot publish runner record", &path))
         })();

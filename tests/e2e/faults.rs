@@ -43,6 +43,41 @@ enum Point {
 
 const RCPTS: [&str; 3] = ["a@example.com", "b@example.com", "c@example.com"];
 
+/// Eight recipients, for the case where the record grows across a page.
+const RCPTS8: [&str; 8] = [
+    "a@example.com",
+    "b@example.com",
+    "c@example.com",
+    "d@example.com",
+    "e@example.com",
+    "f@example.com",
+    "g@example.com",
+    "h@example.com",
+];
+
+/// A message for `rcpts` whose entry file is 40 bytes short of two pages:
+/// eight transactions' replies then grow the record across the page
+/// boundary, so a save needs more blocks than the file had, and only a
+/// reservation renewed after every save keeps that from a full disk.
+fn page_straddling_message(s: &TestSpool, rcpts: &[&str]) -> Vec<u8> {
+    let body = |n: usize| format!("Subject: fault\n\n{}\n", "x".repeat(n)).into_bytes();
+    let probe = enqueue(s, "probe", rcpts, &body(1000));
+    let dir = s.root().join("probe");
+    let size = walkdir::WalkDir::new(&dir)
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&probe.to_string())
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .expect("the probe entry");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let target = 2 * 4096 - 40;
+    body(1000 + target - size as usize)
+}
+
 /// A spool on its own small tmpfs.
 fn small_spool(what: &str) -> Option<TestSpool> {
     TestSpool::tmpfs(what, "size=8m,nr_inodes=400,mode=0755")
@@ -173,7 +208,15 @@ fn case(what: Resource, point: Point) {
         _ => {}
     }
     server.stall(Duration::from_secs(60));
-    let id = enqueue(&s, "out", &RCPTS, b"Subject: fault\n\nthe disk fills\n");
+    let rcpts: &[&str] = match point {
+        Point::AfterFirstTransaction => &RCPTS8,
+        _ => &RCPTS,
+    };
+    let message = match point {
+        Point::AfterFirstTransaction => page_straddling_message(&s, rcpts),
+        _ => b"Subject: fault\n\nthe disk fills\n".to_vec(),
+    };
+    let id = enqueue(&s, "out", rcpts, &message);
     let log = s.work().join("runq.log");
     let mut args = vec![
         "--until-empty".to_string(),
@@ -204,6 +247,15 @@ fn case(what: Resource, point: Point) {
     unfill(&s);
     let status = runner.wait(Duration::from_secs(60));
     assert!(status.success(), "{name}: {status}\n{}", runner.output());
+    if let Point::AfterFirstTransaction = point {
+        // The record's space was reserved before each transaction: the
+        // full disk never stopped a save.
+        assert!(
+            !waited,
+            "{name}: a save met the full disk despite the reservation\n{}",
+            runner.output()
+        );
+    }
     if waited {
         assert!(
             log_has(&log, "done after retrying"),
@@ -218,7 +270,7 @@ fn case(what: Resource, point: Point) {
     let expected: Vec<&str> = match point {
         Point::BounceRecord => vec!["a@example.com", "c@example.com"],
         Point::Release => vec!["a@example.com", "b@example.com"],
-        _ => RCPTS.to_vec(),
+        _ => rcpts.to_vec(),
     };
     for r in &expected {
         assert_eq!(

@@ -23,7 +23,8 @@ use crate::smtp::MailServer;
 
 const RCPTS: [&str; 3] = ["a@example.com", "b@example.com", "c@example.com"];
 
-/// Host a's runner: one recipient per transaction, a 4 s lease.
+/// Host a's runner: one recipient per transaction, an 8 s lease (renewed
+/// every 2 s, fenced at a 4 s gap: room for a busy machine).
 fn host_a(s: &TestSpool, server: &MailServer) -> Bg {
     Bg::spawn(
         s,
@@ -31,7 +32,7 @@ fn host_a(s: &TestSpool, server: &MailServer) -> Bg {
         [
             "--until-empty",
             "--lease",
-            "4s",
+            "8s",
             "--max-rcpts",
             "1",
             "--smtp",
@@ -41,10 +42,10 @@ fn host_a(s: &TestSpool, server: &MailServer) -> Bg {
     )
 }
 
-/// mm-recover on `host` with a 4 s lease: the action reported for the entry.
+/// mm-recover on `host` with an 8 s lease: the action reported for the entry.
 fn recover_on(s: &TestSpool, host: &str, env: &[(&str, &str)]) -> (String, String) {
     let mut t = recover(s)
-        .args(["--json", "-q", "out", "--lease", "4s"])
+        .args(["--json", "-q", "out", "--lease", "8s"])
         .env("MM_HOST", host);
     for (k, v) in env {
         t = t.env(k, v);
@@ -61,6 +62,21 @@ fn recover_on(s: &TestSpool, host: &str, env: &[(&str, &str)]) -> (String, Strin
         v["action"].as_str().unwrap_or("").to_string(),
         v["detail"].as_str().unwrap_or("").to_string(),
     )
+}
+
+/// Host b's recoveries, until one takes the frozen runner's entry back
+/// (once its lease has passed): the detail it gave.
+fn recover_after_the_lease(s: &TestSpool) -> String {
+    let mut last = (String::new(), String::new());
+    poll_until(
+        "host b recovers the frozen runner's entry",
+        Duration::from_secs(40),
+        || {
+            last = recover_on(s, "b", &[]);
+            last.0 == "recovered"
+        },
+    );
+    last.1
 }
 
 /// Host b drains what is left.
@@ -97,17 +113,9 @@ fn a_runner_frozen_past_its_lease_sends_nothing_more_once_another_host_took_its_
     let mut a = host_a(&s, &server);
     server.wait_stalled(1, Duration::from_secs(20));
     a.signal("STOP");
-    // Past the lease (4 s) on the file system's clock: host b takes it back.
-    let mut last = (String::new(), String::new());
-    poll_until(
-        "host b recovers the frozen runner's entry",
-        Duration::from_secs(20),
-        || {
-            last = recover_on(&s, "b", &[]);
-            last.0 == "recovered"
-        },
-    );
-    assert!(last.1.contains("lease"), "{last:?}");
+    // Past the lease (8 s) on the file system's clock: host b takes it back.
+    let detail = recover_after_the_lease(&s);
+    assert!(detail.contains("lease"), "{detail}");
     server.release();
     drain_on_b(&s, &server);
     let left = entries_in(&s, "out");
@@ -177,4 +185,70 @@ fn a_host_whose_clock_is_ten_minutes_ahead_leaves_a_live_runners_claim_alone() {
     for r in RCPTS {
         assert_eq!(copies.get(r), Some(&1), "{copies:?}");
     }
+}
+
+/// A runner frozen before its first transaction (here while its stage ran)
+/// checks its lease before it sends: once host b took the entry back and
+/// delivered it, host a sends nothing for it, not even one transaction.
+#[test]
+fn a_runner_frozen_before_it_sends_sends_nothing_once_another_host_took_its_entry() {
+    let s = TestSpool::new();
+    let server = MailServer::start();
+    enqueue(
+        &s,
+        "out",
+        &["solo@example.com"],
+        b"Subject: one\n\nsingle recipient\n",
+    );
+    let gate = s.work().join("gate");
+    let started = s.work().join("started");
+    let stage = format!(
+        "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done; cat >/dev/null",
+        started.display(),
+        gate.display()
+    );
+    let mut a = Bg::spawn(
+        &s,
+        "mm-runq",
+        [
+            "--until-empty",
+            "--lease",
+            "8s",
+            "--exec",
+            &stage,
+            "--smtp",
+            &server.url(),
+        ],
+        &[("MM_HOST", "a")],
+    );
+    poll_until("host a's stage runs", Duration::from_secs(20), || {
+        started.exists()
+    });
+    a.signal("STOP");
+    recover_after_the_lease(&s);
+    runq(&s)
+        .args([
+            "--until-empty",
+            "--exec",
+            "cat >/dev/null",
+            "--smtp",
+            &server.url(),
+        ])
+        .env("MM_HOST", "b")
+        .run()
+        .assert_code(0);
+    std::fs::write(&gate, b"").unwrap();
+    a.signal("CONT");
+    a.wait(Duration::from_secs(30));
+    assert_eq!(
+        server.copies().get("solo@example.com"),
+        Some(&1),
+        "host a sent after its lease was lost\n{}",
+        a.output()
+    );
+    assert!(
+        entries_in(&s, "out").is_empty(),
+        "{:#?}",
+        entries_in(&s, "out")
+    );
 }

@@ -494,16 +494,24 @@ impl Claim {
         dir.join(FileName::writing(self.id, Some(&self.token)).to_string())
     }
 
-    /// Reserves the space the next [`save`](Claim::save) needs, before
-    /// anything is sent whose outcome that save must record: the spare file
-    /// (`ID.TOKEN.tmp`) is created and given blocks for the current content
-    /// and `slack` bytes of growth. On a full file system this fails, while
-    /// nothing has been sent yet.
+    /// Reserves the space the coming saves need, before anything is sent
+    /// whose outcome they must record: the spare (`ID.TOKEN.tmp`, created if
+    /// missing) and the claimed file itself, which saves alternate between,
+    /// both get blocks for the current content and `slack` bytes of growth
+    /// (`fallocate`, sizes unchanged). Saves never give blocks back, so the
+    /// reservation lasts the delivery. On a full file system this fails,
+    /// while nothing has been sent yet.
     pub fn reserve(&self, slack: u64) -> Result<()> {
         let tmp = self.tmp_path();
         let len = self.entry.encode()?.len() as u64 + slack;
-        let f = open_spare(&tmp)?;
-        fsx::preallocate(&f, len).map_err(io_err("cannot reserve space for", &tmp))
+        let spare = open_spare(&tmp)?;
+        fsx::preallocate(&spare, len).map_err(io_err("cannot reserve space for", &tmp))?;
+        let claimed = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(io_err("cannot open", &self.path))?;
+        fsx::preallocate(&claimed, len).map_err(io_err("cannot reserve space for", &self.path))
     }
 
     /// Makes the current content durable in place (the per-recipient record),
@@ -514,25 +522,37 @@ impl Claim {
     /// recreated: [`ErrorKind::NotOurs`]. The old file, now under the
     /// temporary name, is the spare of the next save.
     pub fn save(&self) -> Result<()> {
-        self.save_bytes(&self.entry.encode()?)
+        self.save_checked(&|| Ok(()))
     }
 
-    /// [`save`](Claim::save) with these bytes as the content.
-    fn save_bytes(&self, bytes: &[u8]) -> Result<()> {
+    /// [`save`](Claim::save), with `check` (is the claim still safely ours:
+    /// the runner's lease) run once the new content is on stable storage and
+    /// right before it replaces the old: the window between the check and
+    /// the replacement is as short as it can be (on a file system without
+    /// `RENAME_EXCHANGE` it is what keeps a fenced runner from writing).
+    pub fn save_checked(&self, check: &dyn Fn() -> Result<()>) -> Result<()> {
+        self.save_bytes(&self.entry.encode()?, check)
+    }
+
+    /// A save with these bytes as the content.
+    fn save_bytes(&self, bytes: &[u8], check: &dyn Fn() -> Result<()>) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.tmp_path();
         let written = (|| {
             let mut f = open_spare(&tmp)?;
             f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
-            f.set_len(bytes.len() as u64)
-                .map_err(io_err("cannot write", &tmp))?;
+            // Only when the old content was longer: a truncation to the
+            // same size would give the reserved blocks back.
+            if f.metadata().map_err(io_err("cannot stat", &tmp))?.len() != bytes.len() as u64 {
+                f.set_len(bytes.len() as u64)
+                    .map_err(io_err("cannot write", &tmp))?;
+            }
             f.sync_data().map_err(io_err("cannot sync", &tmp))
         })();
-        if let Err(e) = written {
-            // A half-written spare is no use; its blocks go back.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        // A spare that could not be written stays (with its blocks): the
+        // next try rewrites it from its start.
+        written?;
+        check()?;
         match fsx::exchange(&tmp, &self.path) {
             Ok(fsx::Exchanged::Swapped | fsx::Exchanged::Replaced) => fsx::sync_dir(dir),
             Ok(fsx::Exchanged::Gone) => {
@@ -624,24 +644,12 @@ impl Claim {
 
     /// Gives a quarantined wrapper's original bytes back, exactly as they
     /// were, as a queued entry of `dest`. One file at every instant: the
-    /// claim moves into `dest` (still ours), its content becomes the original
-    /// bytes (a save), then it becomes queued. A crash in between leaves a
-    /// claim there, which recovery takes back (and, the bytes being
-    /// undecodable, quarantines again): nothing is lost.
-    pub fn restore(mut self, dest: &Queue, original: &[u8]) -> Result<PathBuf> {
-        dest.ensure_bucket(self.id.bucket())?;
-        let held = dest.path(&FileName::claimed(self.id, &self.token));
-        self.drop_spare();
-        fs::rename(&self.path, &held).map_err(|e| {
-            Error::io(
-                format_args!("cannot move {} to", self.path.display()),
-                &held,
-                e,
-            )
-        })?;
-        self.path = held;
-        self.queue = dest.clone();
-        self.save_bytes(original)?;
+    /// claim's content becomes the original bytes where it is (a save in
+    /// bad/), then one rename makes it a queued entry of `dest`. A crash in
+    /// between leaves a claim in bad/ holding bytes that do not decode, which
+    /// recovery wraps and quarantines again: nothing is lost.
+    pub fn restore(self, dest: &Queue, original: &[u8]) -> Result<PathBuf> {
+        self.save_bytes(original, &|| Ok(()))?;
         self.move_saved(dest, State::Queued, None)
     }
 
@@ -713,10 +721,21 @@ pub fn put_back(
     path: &Path,
     due: Option<u64>,
 ) -> Result<()> {
+    put_back_as(queue, token, path, &FileName::deferred(id, due))
+}
+
+/// [`put_back`] for a claim in bad/ or shunt/: back as preserved (`ID.psv`),
+/// where mm-unbad sees it, never as a queued entry no runner of those
+/// queues would take.
+pub fn put_back_preserved(queue: &Queue, id: EntryId, token: &str, path: &Path) -> Result<()> {
+    put_back_as(queue, token, path, &FileName::preserved(id))
+}
+
+fn put_back_as(queue: &Queue, token: &str, path: &Path, name: &FileName) -> Result<()> {
     if let Some(dir) = path.parent() {
-        let _ = fs::remove_file(dir.join(FileName::writing(id, Some(token)).to_string()));
+        let _ = fs::remove_file(dir.join(FileName::writing(name.id, Some(token)).to_string()));
     }
-    let to = queue.path(&FileName::deferred(id, due));
+    let to = queue.path(name);
     fs::rename(path, &to).map_err(|e| {
         Error::io(
             format_args!("cannot put back {} as", path.display()),
@@ -795,7 +814,14 @@ fn quarantine_raw(
             );
             w.original = Some(serde_bytes::ByteBuf::from(raw));
             let tmp = bucket.join(FileName::writing(id, Some(token)).to_string());
-            fsx::write_and_rename(&tmp, &held, &w.encode()?, true)?;
+            let wrapped = w
+                .encode()
+                .and_then(|bytes| fsx::write_and_rename(&tmp, &held, &bytes, true));
+            if let Err(e) = wrapped {
+                // Back where it was claimed, so the caller can put it back.
+                let _ = fs::rename(&held, path);
+                return Err(e);
+            }
             rename(&held, &dest)?;
         }
     }

@@ -108,6 +108,12 @@ pub struct Meta {
     /// Pipeline position: the index of the first stage not yet done.
     #[serde(default)]
     pub stage: u32,
+    /// The queue whose stages `stage` counts, when not the queue the entry is
+    /// in: set when it is passed on (`--then`), so the next queue's runner
+    /// starts its own stages from the first, and a pass-on put back never
+    /// runs the same stages twice. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_queue: Option<String>,
     /// Times in a row the stage at `stage` ran out of time (`--stage-timeout`);
     /// the entry is shunted at the third. Not written while 0.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -256,6 +262,15 @@ impl Entry {
                     format!("undecodable: {err}"),
                 )),
             },
+        }
+    }
+
+    /// The index of the first pipeline stage of `queue` not yet done (0 for
+    /// an entry just passed on from another queue).
+    pub fn stage_in(&self, queue: &str) -> u32 {
+        match &self.meta.stage_queue {
+            Some(q) if q != queue => 0,
+            _ => self.meta.stage,
         }
     }
 

@@ -252,9 +252,18 @@ fn take_back(
     if result.is_err() {
         // Never stranded under our token (a full disk, say): back as it was,
         // its recovery not counted, for the next recovery or runner.
-        let _ = claim::put_back(queue, id, me.token(), &path, None);
+        let _ = if is_quarantine(queue) {
+            claim::put_back_preserved(queue, id, me.token(), &path)
+        } else {
+            claim::put_back(queue, id, me.token(), &path, None)
+        };
     }
     result.map(Some)
+}
+
+/// Whether `queue` is bad/ or shunt/, whose entries stay preserved.
+fn is_quarantine(queue: &Queue) -> bool {
+    [queues::BAD, queues::SHUNT].contains(&queue.name().as_str())
 }
 
 /// Counts a taken-back entry's recovery and puts it where it belongs.
@@ -277,7 +286,7 @@ fn settle(
         c.quarantine(spool, queues::BAD, &reason)?;
         return Ok(("quarantined", reason));
     }
-    if [queues::BAD, queues::SHUNT].contains(&queue.name().as_str()) {
+    if is_quarantine(queue) {
         // An mm-unbad (or a quarantine) that died half-way: the entry stays
         // quarantined where it was, never becomes a queued entry that no runner
         // of bad/ or shunt/ would ever see.

@@ -349,7 +349,7 @@ pub fn view(
             v.last_error = e.reason().map(str::to_string);
             v.list = e.meta.list.clone();
             v.recoveries = Some(e.meta.recoveries);
-            v.stage = Some(e.meta.stage);
+            v.stage = Some(e.stage_in(&v.queue));
             v.quarantine = e.meta.quarantine.as_ref().map(|q| QuarantineView {
                 reason: q.reason.clone(),
                 at: clock::rfc3339(q.at),

@@ -186,8 +186,10 @@ struct Slot {
     current: Option<Held>,
     /// The stop ran out of time and left this worker behind.
     abandoned: bool,
-    /// The claim's content in memory is ahead of the file (a save keeps
-    /// failing): the file must not be put back, which would resend.
+    /// The claim's content in memory is ahead of the file (a transaction's
+    /// outcome not yet saved, a save that keeps failing): the file must not
+    /// be put back, which would resend. Set when memory changes, cleared by
+    /// a save, and with `current` when the worker is done with the entry.
     unsaved: bool,
 }
 
@@ -293,6 +295,11 @@ impl Shared {
 struct Finisher {
     tx: Mutex<Option<std::sync::mpsc::SyncSender<PathBuf>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Removals handed over and not done yet.
+    pending: Arc<AtomicUsize>,
+    /// Finished entries whose removal failed: never put back (their last
+    /// transaction's outcome is not in the file), left for recovery.
+    failed: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl Finisher {
@@ -301,9 +308,12 @@ impl Finisher {
         // Small: a runner killed with removals pending delivers those again.
         let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(8);
         let rx = Arc::new(Mutex::new(rx));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..threads.max(1))
             .map(|_| {
                 let (rx, log) = (Arc::clone(&rx), Arc::clone(&log));
+                let (pending, failed) = (Arc::clone(&pending), Arc::clone(&failed));
                 std::thread::spawn(move || {
                     loop {
                         let next = match rx.lock() {
@@ -316,7 +326,11 @@ impl Finisher {
                                 "cannot remove finished entry {}: {e}; mm-recover will take it back",
                                 path.display()
                             ));
+                            if let Ok(mut f) = failed.lock() {
+                                f.push(path);
+                            }
                         }
+                        pending.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
             })
@@ -324,6 +338,8 @@ impl Finisher {
         Finisher {
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
+            pending,
+            failed,
         }
     }
 
@@ -332,7 +348,9 @@ impl Finisher {
         let tx = self.tx.lock().ok().and_then(|t| t.clone());
         match tx {
             Some(tx) => {
+                self.pending.fetch_add(1, Ordering::SeqCst);
                 if let Err(std::sync::mpsc::SendError(path)) = tx.send(c.finish_later()) {
+                    self.pending.fetch_sub(1, Ordering::SeqCst);
                     std::fs::remove_file(&path)
                         .map_err(|e| Error::io("cannot remove", &path, e))?;
                 }
@@ -340,6 +358,22 @@ impl Finisher {
             }
             None => c.finish(),
         }
+    }
+
+    /// Waits (at most a minute) until every removal handed over is done.
+    fn flush(&self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the removal of `path` failed.
+    fn failed(&self, path: &std::path::Path) -> bool {
+        self.failed
+            .lock()
+            .map(|f| f.iter().any(|p| p == path))
+            .unwrap_or(true)
     }
 
     /// Waits until every removal handed over is done; later ones are synchronous.
@@ -499,6 +533,9 @@ fn recover_own_slice(sh: &Shared) -> Result<()> {
 /// registration stays fenced.
 fn register_again(sh: &Shared, why: &str) -> Result<()> {
     let old = sh.me();
+    // Finished entries of the old token still waiting for their removal
+    // must not be taken back as claims of a dead runner.
+    sh.finisher.flush();
     let new = Registration::register(&sh.spool, &what(&sh.cfg), sh.cfg.lease)?;
     sh.log.line(&format!(
         "{} runner {} fenced itself ({why}); it writes and sends nothing more for its claims; registered again as {}",
@@ -548,7 +585,7 @@ fn put_back_strays(sh: &Shared) {
     let mut ours = false;
     for (name, place) in strays {
         let path = sh.queue.found_path(&name, place);
-        if unsaved.contains(&name.id) {
+        if unsaved.contains(&name.id) || sh.finisher.failed(&path) {
             ours = true;
             continue;
         }
@@ -877,22 +914,30 @@ fn failed(sh: &Shared, slot: &SlotRef, name: &FileName, e: &Error) {
     ));
 }
 
+/// What a write to a claimed entry is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// A save of the entry: once done, the file is as current as memory.
+    Save,
+    /// Anything else (a bounce record, a bucket): memory stays as far
+    /// ahead of the file as it was.
+    Other,
+}
+
+/// Marks the slot's claim as ahead of its file (see [`Slot::unsaved`]).
+fn mark_unsaved(slot: &SlotRef) {
+    if let Ok(mut s) = slot.lock() {
+        s.unsaved = true;
+    }
+}
+
 /// Runs a write to a claimed entry until it is durable. A write that fails
 /// (a full disk, no inodes, an I/O error) is never given up while the runner
 /// lives: progress known in memory is never thrown away. The worker keeps
 /// the claim, every worker stops claiming, and the write is retried with a
 /// growing delay until it succeeds, the claim is no longer ours, or a stop
-/// abandons the worker.
-/// What a failing write leaves at stake.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AtStake {
-    /// Progress known only in memory: the claim must not be put back.
-    Progress,
-    /// Nothing: the file is as current as the memory (a bucket made after
-    /// the save); a claim left by the failure may be put back.
-    Nothing,
-}
-
+/// abandons the worker (a cron run gives up after `write_retry`).
+///
 /// Only failures that time can cure (a full file system, an I/O error, a
 /// permission an admin can fix) are retried; anything else (a planted
 /// symbolic link, a claim no longer ours) ends it at once.
@@ -900,21 +945,24 @@ fn durably<T>(
     sh: &Shared,
     me: &Registration,
     slot: &SlotRef,
-    (id, at_stake): (EntryId, AtStake),
+    (id, write): (EntryId, Write),
     what: &str,
     mut f: impl FnMut() -> Result<T>,
 ) -> Result<T> {
-    let unsaved = at_stake == AtStake::Progress;
     let mut delay = Duration::from_millis(100);
     let mut stalled = false;
     let started = Instant::now();
     let result = loop {
         match guarded(me, slot, &mut f) {
-            Ok(v) => break Ok(v),
-            Err(e) if !matches!(e.kind(), ErrorKind::Temporary | ErrorKind::Permission) => {
-                if unsaved && let Ok(mut s) = slot.lock() {
-                    s.unsaved = true;
+            Ok(v) => {
+                if write == Write::Save
+                    && let Ok(mut s) = slot.lock()
+                {
+                    s.unsaved = false;
                 }
+                break Ok(v);
+            }
+            Err(e) if !matches!(e.kind(), ErrorKind::Temporary | ErrorKind::Permission) => {
                 break Err(e);
             }
             Err(e) if sh.cfg.mode != Mode::Service && started.elapsed() >= sh.cfg.write_retry => {
@@ -932,9 +980,6 @@ fn durably<T>(
                 if !stalled {
                     stalled = true;
                     sh.stalled.fetch_add(1, Ordering::SeqCst);
-                    if unsaved && let Ok(mut s) = slot.lock() {
-                        s.unsaved = true;
-                    }
                     sh.log.line(&format!(
                         "{} {id} cannot {what}: {e}; keeping the claim and its progress, retrying (nothing new is claimed meanwhile)",
                         sh.queue.name()
@@ -955,9 +1000,6 @@ fn durably<T>(
         sh.stalled.fetch_sub(1, Ordering::SeqCst);
         sh.wake.notify_all();
         if result.is_ok() {
-            if let Ok(mut s) = slot.lock() {
-                s.unsaved = false;
-            }
             sh.log.line(&format!(
                 "{} {id} {what}: done after retrying",
                 sh.queue.name()
@@ -1058,6 +1100,10 @@ enum Staged {
 fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> Result<Staged> {
     let stages = &sh.cfg.stages;
     let qname = sh.queue.name().to_string();
+    // `stage` counts the stages of the queue that passed the entry on, until
+    // a runner of this queue starts on it (see `Next::PassOn`).
+    c.entry.meta.stage = c.entry.stage_in(&qname);
+    c.entry.meta.stage_queue = None;
     while (c.entry.meta.stage as usize) < stages.len() {
         let i = c.entry.meta.stage as usize;
         match pipeline::run_stage(
@@ -1074,14 +1120,15 @@ fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> 
                     c.entry.message = m;
                 }
                 c.entry.meta.stage += 1;
+                mark_unsaved(slot);
                 if (c.entry.meta.stage as usize) < stages.len() {
                     durably(
                         sh,
                         me,
                         slot,
-                        (c.id(), AtStake::Progress),
+                        (c.id(), Write::Save),
                         "record a stage's result",
-                        || c.save(),
+                        || c.save_checked(&|| me.check()),
                     )?;
                 }
             }
@@ -1112,14 +1159,19 @@ fn deliver(
         .iter()
         .map(|&i| c.entry.recipients[i].address.clone())
         .collect();
+    // Nothing is sent for a claim that is no longer safely ours (a runner
+    // frozen since it claimed, or during a stage).
+    guarded(me, slot, || Ok(()))?;
+    // More than one transaction may follow, each recorded before the next:
+    // reserve the records' space while nothing is sent, with room for a
+    // reply of 512 bytes per recipient (both files a save alternates
+    // between get it, and saves never give blocks back).
     if pending.len() > 1 {
-        // More than one transaction may follow, each recorded before the
-        // next: reserve the record's space now, while nothing is sent.
         let slack = 4096 + 512 * pending.len() as u64;
         guarded(me, slot, || c.reserve(slack)).map_err(|e| {
             Error::new(
                 e.kind(),
-                format!("not delivered: no space to record the outcome: {e}"),
+                format!("not sent: no space to record the outcome: {e}"),
             )
         })?;
     }
@@ -1135,20 +1187,25 @@ fn deliver(
     let mut record = |results: &[RcptResult]| -> Result<()> {
         seen += results.len();
         apply(&mut c.entry, results, &mut summary);
+        mark_unsaved(slot);
         // The last transaction's outcome is written by the disposal.
         if seen < total {
             durably(
                 sh,
                 me,
                 slot,
-                (c.id(), AtStake::Progress),
+                (c.id(), Write::Save),
                 "record a transaction's outcome",
-                || c.save(),
+                || c.save_checked(&|| me.check()),
             )?;
             crate::crashpoint::here("runner-after-record");
         }
-        // Nothing more is sent for a claim that is no longer safely ours.
-        me.check()
+        // Nothing more is sent for a claim that is no longer safely ours
+        // (a passing stat error of the record is not a proof of that).
+        match me.check() {
+            Err(e) if e.kind() == ErrorKind::NotOurs => Err(e),
+            _ => Ok(()),
+        }
     };
     let mail = Mail {
         id: &id,
@@ -1256,7 +1313,7 @@ fn dispose(
             sh,
             me,
             slot,
-            (id, AtStake::Progress),
+            (id, Write::Other),
             "write its bounce record",
             || claim::publish(&bounces, &record),
         )?;
@@ -1278,7 +1335,10 @@ fn dispose(
             format!("deferred until {}", clock::rfc3339(due))
         }
         Next::PassOn(next) => {
-            c.entry.meta.stage = 0;
+            // The stages of this queue stay done here (a pass-on that fails
+            // and is put back must not run them again); the next queue's
+            // runner starts its own from 0.
+            c.entry.meta.stage_queue = Some(qname.clone());
             c.entry.meta.next_attempt = None;
             c.entry.note(now, format!("passed from {qname} to {next}"));
             let dest = sh.spool.queue(&next);
@@ -1335,9 +1395,9 @@ fn release_durably(
         sh,
         me,
         slot,
-        (c.id(), AtStake::Progress),
+        (c.id(), Write::Save),
         "record its outcome",
-        || c.save(),
+        || c.save_checked(&|| me.check()),
     )?;
     guarded(me, slot, || c.release_unsaved(Some(due)))
 }
@@ -1358,18 +1418,13 @@ fn move_durably(
         sh,
         me,
         slot,
-        (id, AtStake::Progress),
+        (id, Write::Save),
         "record its outcome",
-        || c.save(),
+        || c.save_checked(&|| me.check()),
     )?;
-    durably(
-        sh,
-        me,
-        slot,
-        (id, AtStake::Nothing),
-        "make its bucket",
-        || dest.ensure_bucket(id.bucket()).map(|_| ()),
-    )?;
+    durably(sh, me, slot, (id, Write::Other), "make its bucket", || {
+        dest.ensure_bucket(id.bucket()).map(|_| ())
+    })?;
     guarded(me, slot, || c.move_saved(dest, state, None).map(|_| ()))
 }
 

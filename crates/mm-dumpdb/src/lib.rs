@@ -173,7 +173,7 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     writeln!(out, "attempts:     {}", e.meta.attempts)?;
     writeln!(out, "next attempt: {}", opt(&v.next_attempt))?;
     writeln!(out, "recoveries:   {}", e.meta.recoveries)?;
-    writeln!(out, "stage:        {}", e.meta.stage)?;
+    writeln!(out, "stage:        {}", e.stage_in(&v.queue))?;
     writeln!(out, "last error:   {}", opt(&e.meta.last_error))?;
     if let Some(h) = &v.claim_holder {
         match (&h.host, h.pid) {

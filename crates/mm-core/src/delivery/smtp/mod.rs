@@ -45,7 +45,7 @@
 //! | --- | --- |
 //! | `RCPT` 2xx, then 2xx at end of data | `Delivered` (reply: the final 250 line) |
 //! | `RCPT` 5xx / 4xx | `Failed` / `Deferred` (reply: the server's line) |
-//! | `MAIL`, `DATA` or end of data 5xx / 4xx | `Failed` / `Deferred` for every recipient of the transaction not yet classified, reply suffixed with "(in reply to ...)" |
+//! | `MAIL`, `DATA` or end of data 5xx / 4xx | `Failed` / `Deferred` for every recipient of the transaction not yet classified, reply suffixed with "(in reply to ...)"; a pipelined `DATA` 5xx after accepted recipients defers them instead (it could be a shifted reply) and drops the connection |
 //! | a protocol error: a reply of the wrong class (`354` to `RCPT`, `250` to `DATA`), a malformed reply, or a reply nobody asked for (waiting before a command, or after the end-of-data reply) | `Deferred` for **every** recipient sent in the transaction, reply "protocol error: WHAT after COMMAND: REPLY SEEN"; the connection is dropped |
 //! | a 421 reply (server closing), an I/O or TLS error, a timeout, a dropped connection | `Deferred` for every recipient of the transaction not yet classified; the connection is dropped |
 //! | cannot connect (TCP, TLS, greeting, EHLO, STARTTLS, AUTH) | `Deferred`, for this and every later transaction of the call, without connecting again |
@@ -687,13 +687,22 @@ fn rcpts_and_data(
             // Recipients were accepted, yet DATA is refused: rare, and what
             // a reply too many earlier on would look like (the last RCPT's
             // refusal taken for DATA's, its 354 still coming). Make sure no
-            // reply follows before trusting it.
+            // reply follows before trusting it. Even then, when pipelined, a
+            // 354 slower than the grace would prove it another command's: a
+            // permanent refusal there is not trusted to bounce accepted
+            // recipients; they are deferred and the connection dropped.
             let mut keep = !closing;
             match session.quiet_for(DATA_REFUSAL_GRACE, command_timeout) {
                 Err(broken @ Broken::Protocol(_)) => return fail(txn, broken),
                 Err(_) => keep = false,
                 Ok(()) => {}
             }
+            let verdict = if pipelining && verdict == Verdict::Failed {
+                keep = false;
+                Verdict::Deferred
+            } else {
+                verdict
+            };
             txn.set_pending(verdict, &format!("{reply} (in reply to DATA)"));
             return keep;
         }

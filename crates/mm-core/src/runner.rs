@@ -1119,8 +1119,10 @@ fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> 
                 if let Some(m) = new_message {
                     c.entry.message = m;
                 }
+                // Not marked unsaved: a stage's result lost with an older
+                // file put back costs a rerun of the stage, never a copy,
+                // and is better than a claim stranded under a live runner.
                 c.entry.meta.stage += 1;
-                mark_unsaved(slot);
                 if (c.entry.meta.stage as usize) < stages.len() {
                     durably(
                         sh,

@@ -806,7 +806,13 @@ fn sleep_unless_stopped(signals: &Signals, d: Duration) {
 /// recovery: putting back an older file would resend).
 fn abandon(slots: &[SlotRef], log: &dyn Log) {
     for slot in slots {
-        let Ok(mut s) = slot.lock() else { continue };
+        // A worker holds its slot only while it writes to its claim; one
+        // stuck there (a hung file system) must not hold up the stop: its
+        // entry stays claimed, for recovery.
+        let Some(mut s) = lock_within(slot, Duration::from_secs(1)) else {
+            log.line("a worker is stuck writing to its entry; left claimed for mm-recover");
+            continue;
+        };
         s.abandoned = true;
         let Some(h) = s.current.take() else { continue };
         let q = h.queue.name();
@@ -824,6 +830,21 @@ fn abandon(slots: &[SlotRef], log: &dyn Log) {
             Err(e) => log.line(&format!(
                 "{q} {id} abandoned at shutdown; {e}; mm-recover will"
             )),
+        }
+    }
+}
+
+/// The slot's lock, if it can be had within `wait`.
+fn lock_within(slot: &SlotRef, wait: Duration) -> Option<std::sync::MutexGuard<'_, Slot>> {
+    let until = Instant::now() + wait;
+    loop {
+        match slot.try_lock() {
+            Ok(s) => return Some(s),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         }
     }
 }

@@ -453,3 +453,72 @@ fn an_entry_that_cannot_be_claimed_ends_a_cron_run_with_75_and_one_line() {
     assert!(started.elapsed() < Duration::from_secs(20), "{out}");
     assert!(top.exists(), "the entry moved: {out}");
 }
+
+/// A smarthost that accepts connections but never greets: the first
+/// connection times out, the destination is remembered as failed in the
+/// spool, and the other entries are deferred without trying, so a backlog
+/// costs about one timeout, not one per entry; the next cron run honours it
+/// too, without a connection.
+#[test]
+fn a_smarthost_that_never_greets_costs_one_timeout_not_one_per_entry() {
+    let s = TestSpool::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in silent.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+    }
+    for i in 0..30 {
+        enqueue(
+            &s,
+            "out",
+            &["r@example.com"],
+            format!("Subject: {i}\n\nwait\n").as_bytes(),
+        );
+    }
+    let url = format!("smtp://127.0.0.1:{port}");
+    let drain = |offset: &str| {
+        runq(&s)
+            .env("MM_TEST_CLOCK_OFFSET", offset)
+            .args(["--until-empty", "--connect-timeout", "2s"])
+            .args(["--command-timeout", "2s", "--smtp", &url])
+            .run()
+    };
+    let started = std::time::Instant::now();
+    let out = drain("0");
+    let took = started.elapsed();
+    out.assert_code(0);
+    assert!(
+        took < Duration::from_secs(12),
+        "30 entries took {took:?}: a timeout each?\n{out}"
+    );
+    let tried = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried <= 2, "{tried} connections for 30 entries\n{out}");
+    let state = s
+        .root()
+        .join(".destinations")
+        .join(format!("127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert!(text.contains("\"failures\": 1"), "{text}");
+    assert!(out.stderr_str().contains("backed off"), "{out}");
+    // Every entry is deferred, none failed, none lost.
+    let left = entries_in(&s, "out");
+    assert_eq!(left.len(), 30);
+    assert!(left.iter().all(|p| name_of(p).due.is_some()), "{left:#?}");
+
+    // The next cron run, every entry due: deferred again without a connection.
+    let out = drain("30");
+    out.assert_code(0);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        tried,
+        "{out}"
+    );
+}

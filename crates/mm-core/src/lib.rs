@@ -37,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod crashpoint;
 pub mod delivery;
+pub mod destination;
 pub mod enqueue;
 pub mod entry;
 pub mod error;

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::claim::{self, Claim, Claimed, Registration};
 use crate::clock;
 use crate::delivery::{Deliver, Discard, Mail, Maildir, RcptResult, Verdict};
+use crate::destination;
 use crate::entry::{Bounce, Entry, RcptState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsx::{self, Floor};
@@ -248,11 +249,65 @@ struct Shared {
     unsaved: Mutex<Vec<EntryId>>,
     /// The last free-space check: when, and the reason it failed.
     floor_seen: Mutex<Option<(Instant, Option<String>)>>,
+    /// Remembered destination failures (`.destinations/`).
+    destinations: destination::Destinations,
+    /// The last look at our destination's state: when, and what it was.
+    dest_seen: Mutex<Option<(Instant, Option<destination::State>)>>,
     /// Removes finished entries.
     finisher: Finisher,
 }
 
 impl Shared {
+    /// What is remembered of `destination`'s failures, if anything: read
+    /// from the spool at most once a second (another host may record it).
+    fn remembered(&self, destination: &str) -> Option<destination::State> {
+        let Ok(mut seen) = self.dest_seen.lock() else {
+            return None;
+        };
+        let fresh = seen
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(1));
+        if !fresh {
+            *seen = Some((Instant::now(), self.destinations.get(destination)));
+        }
+        seen.as_ref().and_then(|(_, s)| s.clone())
+    }
+
+    /// Records how a delivery to `destination` went at the connection
+    /// level: a failure backs it off (said once per change), a success
+    /// forgets a remembered failure.
+    fn destination_outcome(&self, destination: &str, trouble: Option<String>) {
+        let Ok(mut seen) = self.dest_seen.lock() else {
+            return;
+        };
+        match trouble {
+            Some(why) => match self
+                .destinations
+                .failed(destination, &why, clock::now_secs())
+            {
+                Ok(state) => {
+                    self.log.line(&format!(
+                        "{} destination {destination} backed off until {} after {} failure(s) in a row: {why}",
+                        self.cfg.queue,
+                        clock::rfc3339(state.until),
+                        state.failures
+                    ));
+                    *seen = Some((Instant::now(), Some(state)));
+                }
+                Err(e) => self.log.line(&format!(
+                    "{} cannot remember that {destination} failed: {e}",
+                    self.cfg.queue
+                )),
+            },
+            None => {
+                if seen.as_ref().is_none_or(|(_, s)| s.is_some()) {
+                    self.destinations.succeeded(destination);
+                }
+                *seen = Some((Instant::now(), None));
+            }
+        }
+    }
+
     fn me(&self) -> Arc<Registration> {
         match self.me.read() {
             Ok(me) => Arc::clone(&me),
@@ -454,6 +509,8 @@ pub fn run(
         stalled: AtomicUsize::new(0),
         unsaved: Mutex::new(Vec::new()),
         floor_seen: Mutex::new(None),
+        destinations: destination::Destinations::open(spool)?,
+        dest_seen: Mutex::new(None),
         finisher: Finisher::start(Arc::clone(&log), cfg.connections),
     });
     // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
@@ -1185,6 +1242,24 @@ fn deliver(
     // Nothing is sent for a claim that is no longer safely ours (a runner
     // frozen since it claimed, or during a stage).
     guarded(me, slot, || Ok(()))?;
+    // A destination that failed at the connection level is not tried again
+    // for every entry: one probe at a time, the others deferred untried.
+    let dest = transport.destination();
+    let mut probing = false;
+    if let Some(d) = &dest
+        && let Some(mut state) = sh.remembered(d)
+    {
+        // While the back-off lasts nobody tries; once it is over, one entry
+        // at a time probes, and the others wait another minute.
+        if clock::now_secs() >= state.until && sh.destinations.try_probe(d) {
+            probing = true;
+        } else {
+            state.until = state.until.max(clock::now_secs() + 60);
+            summary.deferred = pending.len() as u64;
+            summary.backed_off = Some(state);
+            return Ok(summary);
+        }
+    }
     // More than one transaction may follow, each recorded before the next:
     // reserve the records' space while nothing is sent, with room for a
     // reply of 512 bytes per recipient (both files a save alternates
@@ -1237,7 +1312,14 @@ fn deliver(
         positions: &positions,
         message: &message,
     };
-    transport.deliver(&mail, &mut record)?;
+    let delivered = transport.deliver(&mail, &mut record);
+    if let Some(d) = &dest {
+        sh.destination_outcome(d, transport.trouble());
+        if probing {
+            sh.destinations.end_probe(d);
+        }
+    }
+    delivered?;
     Ok(summary)
 }
 
@@ -1351,11 +1433,25 @@ fn dispose(
     st.rcpt_failed += summary.failed;
     let verdict = match next(&sh.cfg, &c.entry) {
         Next::Retry => {
-            let due = sh.cfg.retry.next_due(c.entry.meta.attempts, now);
+            let due = match &summary.backed_off {
+                // Not tried, no attempt counted: due once the back-off ends,
+                // spread over the minute after it.
+                Some(state) => destination::spread_due(state, u64::from(id.bucket())),
+                None => sh.cfg.retry.next_due(c.entry.meta.attempts, now),
+            };
             c.entry.meta.next_attempt = Some(due);
             release_durably(sh, me, slot, c, due)?;
             st.deferred += 1;
-            format!("deferred until {}", clock::rfc3339(due))
+            match &summary.backed_off {
+                Some(state) => format!(
+                    "deferred until {}: {} is backed off after {} failure(s) ({})",
+                    clock::rfc3339(due),
+                    state.destination,
+                    state.failures,
+                    state.last_error
+                ),
+                None => format!("deferred until {}", clock::rfc3339(due)),
+            }
         }
         Next::PassOn(next) => {
             // The stages of this queue stay done here (a pass-on that fails
@@ -1476,6 +1572,8 @@ struct AttemptSummary {
     deferred: u64,
     failed: u64,
     last_problem: Option<String>,
+    /// Not tried: its destination is backed off (see crate::destination).
+    backed_off: Option<destination::State>,
 }
 
 fn apply(entry: &mut Entry, results: &[RcptResult], s: &mut AttemptSummary) {

@@ -70,6 +70,18 @@ pub trait Deliver: Send {
 
     /// Ends any connection kept open between entries.
     fn close(&mut self) {}
+
+    /// The remote destination (`host:port`) whose failures are remembered
+    /// (see [`crate::destination`]); `None` for local transports.
+    fn destination(&self) -> Option<String> {
+        None
+    }
+
+    /// Why the last [`deliver`](Deliver::deliver) failed at the connection
+    /// level (the destination, not a recipient), if it did.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `--deliver-to DIR`: one maildir copy per recipient, each recorded before the next.
@@ -110,5 +122,13 @@ impl Deliver for smtp::SmtpClient {
 
     fn close(&mut self) {
         smtp::SmtpClient::close(self)
+    }
+
+    fn destination(&self) -> Option<String> {
+        Some(smtp::SmtpClient::destination(self))
+    }
+
+    fn trouble(&self) -> Option<String> {
+        smtp::SmtpClient::trouble(self).map(str::to_string)
     }
 }

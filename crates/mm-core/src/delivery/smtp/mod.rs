@@ -235,6 +235,8 @@ pub struct SmtpClient {
     /// Boxed: an open rustls connection is over a kilobyte, and a client is
     /// often kept in an enum beside small transports.
     session: Option<Box<Session>>,
+    /// Why the last delivery could not even connect, if it could not.
+    trouble: Option<String>,
 }
 
 impl fmt::Debug for SmtpClient {
@@ -331,12 +333,25 @@ impl SmtpClient {
             hello,
             tls: None,
             session: None,
+            trouble: None,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &SmtpConfig {
         &self.config
+    }
+
+    /// The server delivered to: `host:port`.
+    pub fn destination(&self) -> String {
+        format!("{}:{}", self.config.host, self.config.port)
+    }
+
+    /// Why the last [`deliver`](SmtpClient::deliver) could not connect
+    /// (refused, unreachable, no greeting in time, a 421 or 554 greeting,
+    /// TLS or AUTH failed), if that is what happened.
+    pub fn trouble(&self) -> Option<&str> {
+        self.trouble.as_deref()
     }
 
     /// Delivers `message` from `sender` (`""`: the null sender, `MAIL FROM:<>`)
@@ -361,6 +376,7 @@ impl SmtpClient {
         let data = wire::to_smtp_data(message);
         let eight_bit = !data.is_ascii();
         let payload = wire::to_smtp_wire(&data);
+        self.trouble = None;
         let mut connect_failure = None;
         for batch in plan(recipients, self.config.max_rcpts) {
             let addresses = batch.iter().map(|&i| recipients[i].as_str()).collect();
@@ -427,6 +443,7 @@ impl SmtpClient {
                     Ok(session) => (Box::new(session), false),
                     Err(reason) => {
                         txn.set_pending(Verdict::Deferred, &reason);
+                        self.trouble = Some(reason.clone());
                         *connect_failure = Some(reason);
                         return txn.finish();
                     }

@@ -482,7 +482,7 @@ impl Bench {
         };
         let port = free_port()?;
         let mut sink = Command::new(&sink_bin);
-        if is_root() {
+        if crate::e2e::is_root() {
             sink.args(["-u", "nobody"]);
         }
         let sink = Reaper(
@@ -695,10 +695,6 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 fn free_port() -> anyhow::Result<u16> {

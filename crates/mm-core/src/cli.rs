@@ -54,8 +54,8 @@ pub struct SelectArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub younger_than: Option<std::time::Duration>,
     /// In state STATE (repeatable): queued, deferred, claimed, preserved, writing.
-    #[arg(long = "state", value_name = "STATE", value_parser = ["queued", "deferred", "claimed", "preserved", "writing"])]
-    pub states: Vec<String>,
+    #[arg(long = "state", value_name = "STATE", value_parser = words::<crate::report::ShownState, 5>(crate::report::ShownState::ALL.map(|s| s.as_str())))]
+    pub states: Vec<crate::report::ShownState>,
     /// The last error, quarantine reason or a recipient's last reply contains TEXT.
     #[arg(long, value_name = "TEXT")]
     pub error: Option<String>,
@@ -79,6 +79,20 @@ impl SelectArgs {
             slice: self.slice,
         }
     }
+}
+
+/// A clap parser of one of `words` into the type they name (the possible
+/// values listed in `--help` as with a plain list of strings).
+pub fn words<T, const N: usize>(
+    words: [&'static str; N],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(words)
+        .map(|w: String| w.parse::<T>().expect("a possible value parses"))
 }
 
 /// Parses `--slice K/N`.
@@ -113,9 +127,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return e.kind().exit_code();
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            return Error::io("", std::path::Path::new(""), std::io::Error::from(e.kind()))
-                .kind()
-                .exit_code();
+            return crate::ErrorKind::of_io(e.kind()).exit_code();
         }
     }
     exit::SOFTWARE
@@ -133,13 +145,24 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// The whole `main` of a tool: parse `C`, call `run`, map the outcome to an exit status.
 pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -> ExitCode {
-    run_main_mapped(name, run, |code| code)
+    main_body(name, run, |code| code)
 }
 
-/// [`run_main`], with every failure's status (a usage error's 64 included,
-/// not `--help`'s or `--version`'s 0) passed through `map`: mm-enqueue turns
-/// all but bad data into 75, so that an MTA defers rather than bounces.
+/// [`run_main`] for a tool with its own exit statuses, given here once:
+/// every failure's status (a usage error's 64 included, not `--help`'s or
+/// `--version`'s 0) is passed through `map`, and so is a panic's (a bug:
+/// 70, not Rust's 101). mm-enqueue turns all but bad data into 75, so that
+/// an MTA defers rather than bounces.
 pub fn run_main_mapped<C: clap::Parser>(
+    name: &str,
+    run: fn(C) -> anyhow::Result<u8>,
+    map: fn(u8) -> u8,
+) -> ExitCode {
+    std::panic::catch_unwind(|| main_body(name, run, map))
+        .unwrap_or_else(|_| ExitCode::from(map(exit::SOFTWARE)))
+}
+
+fn main_body<C: clap::Parser>(
     name: &str,
     run: fn(C) -> anyhow::Result<u8>,
     map: fn(u8) -> u8,
@@ -194,13 +217,7 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// Folds a message onto one line.
-pub fn one_line(s: &str) -> String {
-    s.split(['\n', '\r'])
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ")
-}
+pub use crate::report::one_line;
 
 #[cfg(test)]
 mod tests {

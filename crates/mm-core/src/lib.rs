@@ -49,6 +49,7 @@ pub mod retry;
 pub mod runner;
 pub mod scan;
 pub mod select;
+pub mod shape;
 pub mod slice;
 pub mod spool;
 pub mod unbad;

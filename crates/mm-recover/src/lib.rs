@@ -10,8 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs, parse_duration};
-use mm_core::error::exit;
-use mm_core::recover::{self, Action, RecoverOptions};
+use mm_core::recover::{self, Action, RecoverOptions, Verdict};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -73,7 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         dry_run: cli.dry_run,
     };
     let mut out = std::io::stdout().lock();
-    let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut summary = recover::Summary::default();
     let mut io_err: Option<std::io::Error> = None;
     let sweep =
         cli.queues.is_empty() && cli.select.selector() == Default::default() && !cli.dry_run;
@@ -86,7 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 &me,
                 &opts,
                 &mut |a: Action| {
-                    *counts.entry(a.action).or_default() += 1;
+                    summary.count(a.action);
                     let r = if cli.json {
                         serde_json::to_writer(&mut out, &a)
                             .map_err(std::io::Error::other)
@@ -120,22 +119,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         return Err(e.into());
     }
     if !cli.json {
-        let n = |k| counts.get(k).copied().unwrap_or(0);
+        let counts: Vec<String> = Verdict::ALL
+            .iter()
+            .map(|&v| format!("{} {v}", summary.get(v)))
+            .collect();
         writeln!(
             out,
-            "{}{} recovered, {} quarantined, {} busy, {} removed-tmp, {} foreign, {} failed",
+            "{}{}",
             if cli.dry_run { "dry run: " } else { "" },
-            n("recovered"),
-            n("quarantined"),
-            n("busy"),
-            n("removed-tmp"),
-            n("foreign"),
-            n("failed")
+            counts.join(", ")
         )?;
     }
-    Ok(if counts.contains_key("failed") {
-        exit::TEMPFAIL
-    } else {
-        0
-    })
+    Ok(summary.exit_code())
 }

@@ -418,11 +418,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     stats.errors
                 ));
             }
-            Ok(if stats.errors > 0 {
-                mm_core::error::exit::TEMPFAIL
-            } else {
-                0
-            })
+            Ok(stats.exit_code())
         }
     }
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs};
 use mm_core::unbad::{self, Released, UnbadOptions};
-use mm_core::{EntryId, Error, QueueName, error::exit};
+use mm_core::{EntryId, Error, QueueName};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         dry_run: cli.dry_run,
     };
     let mut out = std::io::stdout().lock();
-    let mut worst = 0u8;
+    let mut failures = Vec::new();
     let mut io_err = None;
     let r = unbad::unbad(
         &spool,
@@ -79,12 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         if cli.all { None } else { Some(&ids) },
         &opts,
         &mut |r: Released| {
-            let code = match r.result {
-                "not-found" => exit::NOINPUT,
-                "busy" | "failed" => exit::TEMPFAIL,
-                _ => 0,
-            };
-            worst = worst.max(code);
+            failures.extend(r.result.failure());
             let w = if cli.json {
                 serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::other)
@@ -109,5 +104,5 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(e) = io_err {
         return Err(e.into());
     }
-    Ok(worst)
+    Ok(mm_core::error::batch_exit_code(failures))
 }

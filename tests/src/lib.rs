@@ -22,6 +22,10 @@
 //! * [`golden`] compares an output with `tests/fixtures/golden/NAME`
 //!   (`MM_BLESS=1` rewrites the file).
 
+// The tests measure the real world (seeds, file times): the wall clock is
+// theirs to read; only the tools must go through mm_core::clock.
+#![allow(clippy::disallowed_methods)]
+
 /// The command builder: run a tool, or start it in the background.
 mod cmd;
 /// A scripted SMTP server that misbehaves on purpose.

@@ -47,13 +47,6 @@ pub struct QueueSummary {
     pub bytes: Option<u64>,
 }
 
-impl QueueSummary {
-    /// Entries in any state.
-    pub fn total(&self) -> u64 {
-        self.queued + self.deferred + self.claimed + self.preserved + self.writing
-    }
-}
-
 /// Counts the entries of `queue` that `sel` selects, at time `now`. With only
 /// name flags (state, age, slice) no entry is opened, nor, without `sizes`,
 /// even looked at; content flags read each candidate read-only.

@@ -102,17 +102,6 @@ impl Spool {
         }
     }
 
-    /// The root from `--spool`, else `$MM_SPOOL`, else [`DEFAULT_ROOT`].
-    pub fn resolve(flag: Option<&Path>) -> PathBuf {
-        match flag {
-            Some(p) => p.to_path_buf(),
-            None => std::env::var_os("MM_SPOOL")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-        }
-    }
-
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root

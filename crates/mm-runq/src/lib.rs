@@ -62,6 +62,8 @@ pub struct Cli {
     pub until_empty: bool,
     /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…;
     /// parameters ?helo=NAME, ?ca=PEM-FILE (a private CA to trust besides the system's)
+    // This is --help's text, where brackets mark what is optional, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "URL", conflicts_with_all = ["deliver_to", "discard"])]
     pub smtp: Option<String>,
     /// Deliver each copy as a file into the maildir DIR (no MTA needed).

@@ -334,11 +334,6 @@ impl SmtpClient {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SmtpConfig {
-        &self.config
-    }
-
     /// Delivers `message` from `sender` (`""`: the null sender, `MAIL FROM:<>`)
     /// to `recipients`, one transaction per domain and per `max_rcpts`
     /// recipients, and hands the results of each transaction to `record`

@@ -162,12 +162,32 @@ pub fn run_main_mapped<C: clap::Parser>(
         .unwrap_or_else(|_| ExitCode::from(map(exit::SOFTWARE)))
 }
 
+/// The parsed command line of this process, kept by the shared main for
+/// what the derived `Cli` does not carry (the positions of values: see
+/// [`matches`]).
+static MATCHES: std::sync::OnceLock<clap::ArgMatches> = std::sync::OnceLock::new();
+
+/// The command line as clap parsed it in the shared main, for a tool that
+/// needs more than its `Cli` (mm-runq: the order of `--exec` and `--filter`,
+/// from `indices_of`); `None` for a `Cli` built otherwise (a unit test).
+pub fn matches() -> Option<&'static clap::ArgMatches> {
+    MATCHES.get()
+}
+
+/// `C::try_parse`, keeping the matches for [`matches`].
+fn parse<C: clap::Parser>() -> Result<C, clap::Error> {
+    let matches = C::command().try_get_matches()?;
+    let cli = C::from_arg_matches(&matches).map_err(|e| e.format(&mut C::command()))?;
+    let _ = MATCHES.set(matches);
+    Ok(cli)
+}
+
 fn main_body<C: clap::Parser>(
     name: &str,
     run: fn(C) -> anyhow::Result<u8>,
     map: fn(u8) -> u8,
 ) -> ExitCode {
-    let cli = match C::try_parse() {
+    let cli = match parse::<C>() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;

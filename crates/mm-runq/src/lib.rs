@@ -229,40 +229,33 @@ impl Log for Logger {
     }
 }
 
-/// The stages in command-line order (clap keeps each flag's values apart).
+/// The stages in command-line order: clap keeps each flag's values apart,
+/// and tells where each value was (`indices_of`). A `Cli` built otherwise
+/// (a unit test) has no positions: execs, then filters.
 fn stages(cli: &Cli) -> Vec<Stage> {
-    let mut exec = cli.exec.iter();
-    let mut filter = cli.filter.iter();
-    let mut out = Vec::new();
-    for a in std::env::args().skip(1) {
-        let kind = if a == "--exec" || a.starts_with("--exec=") {
-            StageKind::Exec
-        } else if a == "--filter" || a.starts_with("--filter=") {
-            StageKind::Filter
-        } else {
-            continue;
-        };
-        let next = match kind {
-            StageKind::Exec => exec.next(),
-            StageKind::Filter => filter.next(),
-        };
-        if let Some(cmd) = next {
-            out.push(Stage {
-                kind,
-                command: cmd.clone(),
-            });
-        }
-    }
-    // Anything not seen in argv (a caller building Cli by hand): execs, then filters.
-    out.extend(exec.map(|c| Stage {
-        kind: StageKind::Exec,
-        command: c.clone(),
-    }));
-    out.extend(filter.map(|c| Stage {
-        kind: StageKind::Filter,
-        command: c.clone(),
-    }));
-    out
+    let of = |kind: StageKind, id: &str, cmds: &[String]| -> Vec<(usize, Stage)> {
+        let at: Vec<usize> = mm_core::cli::matches()
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default();
+        cmds.iter()
+            .enumerate()
+            .map(|(n, c)| {
+                (
+                    at.get(n).copied().unwrap_or(usize::MAX),
+                    Stage {
+                        kind,
+                        command: c.clone(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let mut all = of(StageKind::Exec, "exec", &cli.exec);
+    all.extend(of(StageKind::Filter, "filter", &cli.filter));
+    // Stable: without positions, execs stay before filters, each in order.
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter().map(|(_, s)| s).collect()
 }
 
 fn config_error(msg: String) -> anyhow::Error {

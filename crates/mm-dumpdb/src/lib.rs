@@ -134,23 +134,7 @@ fn resolve(cli: &Cli, arg: &str) -> anyhow::Result<(PathBuf, Option<FileName>, S
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| FileName::parse(n.as_bytes()));
-    // The queue is the directory above the bucket, or the drop-in's own directory.
-    let dir_name = |p: Option<&Path>| {
-        p.and_then(|d| d.file_name())
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-    };
-    let parent = path.parent();
-    let is_bucket =
-        dir_name(parent).is_some_and(|n| n.len() == 2 && n.bytes().all(|c| c.is_ascii_hexdigit()));
-    let queue = if is_bucket {
-        dir_name(parent.and_then(Path::parent))
-    } else {
-        dir_name(parent)
-    };
-    let queue = queue
-        .filter(|q| mm_core::QueueName::new(q).is_ok())
-        .unwrap_or_else(|| "?".into());
+    let queue = mm_core::spool::queue_of_path(&path).map_or_else(|| "?".into(), |q| q.to_string());
     Ok((path, name, queue))
 }
 

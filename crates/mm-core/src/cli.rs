@@ -95,6 +95,73 @@ where
         .map(|w: String| w.parse::<T>().expect("a possible value parses"))
 }
 
+/// One example of a tool: what it does (one sentence; `` `code` `` and
+/// `*name*` marks, which the man page sets in bold and italics), then the
+/// command lines, verbatim. Kept once, next to each tool's `Cli`, for its
+/// `--help` ([`after_help`]) and its man page's EXAMPLES (`cargo xtask man`).
+#[derive(Clone, Copy, Debug)]
+pub struct Example {
+    /// One sentence.
+    pub what: &'static str,
+    /// The lines, without marks.
+    pub lines: &'static [&'static str],
+}
+
+/// What 64 means, the same for every tool ([`run_main`]).
+pub const USAGE_STATUS: &str = "A usage error: an unknown option, a missing or malformed value \
+    (clap's own status, 2, is never used).";
+
+/// What 70 means, the same for every tool.
+pub const SOFTWARE_STATUS: &str = "An internal error: a bug. Please report it with the message.";
+
+/// A tool's `--help` epilogue: its examples, its exit statuses (the same
+/// words as its man page, without the marks), then `notes`.
+pub fn after_help(examples: &[Example], exit: &[(u8, &str)], notes: &str) -> String {
+    let plain = |t: &str| t.replace(['`', '*'], "");
+    let mut s = String::from("Examples:\n");
+    for ex in examples {
+        s.push_str(&wrap(&plain(ex.what), "  ", "  "));
+        for line in ex.lines {
+            s.push_str("    ");
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s.push_str("\nExit status:\n");
+    for (code, meaning) in exit {
+        s.push_str(&wrap(&plain(meaning), &format!("  {code:<4}"), "      "));
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+        s.push_str(notes);
+    }
+    s.trim_end().to_string()
+}
+
+/// `text` folded at 80 columns, the first line after `first`, the others
+/// after `rest`; ends with a newline.
+fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 /// Parses `--slice K/N`.
 pub fn parse_slice(s: &str) -> Result<Slice, String> {
     s.parse::<Slice>().map_err(|e| e.to_string())

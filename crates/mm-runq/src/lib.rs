@@ -21,20 +21,76 @@ use mm_core::retry::RetryPolicy;
 use mm_core::runner::{self, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
 use mm_core::{Error, ErrorKind, QueueName, Slice, clock};
 
-const AFTER_HELP: &str = "\
-Examples:
-  Deliver out/ through the local MTA until it is empty (a cron line):
-    */5 * * * *  mm  mm-runq -q out --until-empty --quiet
-  A service with 4 SMTP connections to a smarthost with STARTTLS and AUTH:
-    mm-runq -q out --smtp 'smtp+starttls://user:pass@relay.example.org:587' --connections 4
-  Three machines sharing a spool, one slice each:
-    mm-runq -q out --slice 1/3     mm-runq -q out --slice 2/3     mm-runq -q out --slice 3/3
-  A pipeline from in/ to out/: archive, then rewrite, then pass on:
-    mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out
-  No MTA at all: deliver copies into a maildir:
-    mm-runq -q out --deliver-to /tmp/delivered --until-empty
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "Deliver `out` through the local MTA until it is empty, from *cron*(8) \
+                   every five minutes:",
+        lines: &["*/5 * * * *  mm  mm-runq -q out --until-empty --quiet"],
+    },
+    mm_core::cli::Example {
+        what: "A service with four SMTP connections to a smarthost, with STARTTLS and \
+                   AUTH (see SECURITY about the password):",
+        lines: &[
+            "mm-runq -q out --connections 4 \\",
+            "    --smtp 'smtp+starttls://user:pass@relay.example.org:587'",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "Three machines sharing a spool, one slice each:",
+        lines: &[
+            "mm-runq -q out --slice 1/3",
+            "mm-runq -q out --slice 2/3",
+            "mm-runq -q out --slice 3/3",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "A pipeline from `in` to `out`: archive, then rewrite, then pass on:",
+        lines: &["mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out"],
+    },
+    mm_core::cli::Example {
+        what: "No MTA at all: deliver copies into a maildir:",
+        lines: &["mm-runq -q out --deliver-to /tmp/delivered --until-empty"],
+    },
+    mm_core::cli::Example {
+        what: "Retry sooner and give up after a day, for a list whose readers prefer \
+                   late mail to none:",
+        lines: &["mm-runq -q out --retry-min 1m --retry-max 1h --give-up-after 1d"],
+    },
+];
 
-Stages run in command-line order; exit 0 goes on, 75 defers, anything else
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Done: no due entry is left (`--until-empty`, `--once`), the service was stopped \
+             by a signal, or another runner of this queue and slice was already running. \
+             Deferred and failed recipients are outcomes, not errors.",
+    ),
+    (
+        64,
+        "A usage error, or stages with nowhere for the entries to go: no `--then`, no \
+             `--smtp`, `--deliver-to` or `--discard`.",
+    ),
+    (65, "A bad queue name in `-q` or `--then`."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "Some entries could not be processed (the last log line counts them as errors; \
+             they are left for the next run), or the spool is missing, or a write failed.",
+    ),
+    (77, "Permission denied in the spool or on the `--log` file."),
+    (
+        78,
+        "A configuration error: a bad `--smtp` URL, `--retry-min` longer than \
+             `--retry-max`, or `--spool` is not a directory.",
+    ),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str =
+    "Stages run in command-line order; exit 0 goes on, 75 defers, anything else
 shunts the entry. Each stage runs in a process group of its own, which is
 killed when the stage ends, at --stage-timeout (the entry is deferred, and
 shunted at the third timeout in a row), at a stop, and when the runner dies.
@@ -44,7 +100,7 @@ once; SIGHUP reopens --log.";
 
 /// Run an mm queue: claim entries, pass them through stages, deliver them.
 #[derive(Debug, Parser)]
-#[command(name = "mm-runq", version, after_help = AFTER_HELP)]
+#[command(name = "mm-runq", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,

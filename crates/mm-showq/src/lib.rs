@@ -13,23 +13,68 @@ use mm_core::clock;
 use mm_core::report::{self, EntryView, QueueSummary};
 use mm_core::shape::{ShapeBy, ShapeRow, shape};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-showq                      summary of every queue
-  mm-showq out                  one line per entry of out/
-  mm-showq --slice 2/4 out      only the second quarter of out/
-  mm-showq --by domain out      pending recipients per domain (what is stuck where)
-  mm-showq --by error           entries per deferral or quarantine reason
-  mm-showq --domain example.net --older-than 1h out
-  mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "A summary of every queue:",
+        lines: &["mm-showq"],
+    },
+    mm_core::cli::Example {
+        what: "The shape of out/: pending recipients per domain, then entries per reason:",
+        lines: &["mm-showq --by domain out", "mm-showq --by error out"],
+    },
+    mm_core::cli::Example {
+        what: "Entries for one domain, stuck for more than an hour:",
+        lines: &["mm-showq --domain example.net --older-than 1h out"],
+    },
+    mm_core::cli::Example {
+        what: "One line per entry of `out`:",
+        lines: &["mm-showq out"],
+    },
+    mm_core::cli::Example {
+        what: "Only the second quarter of `out`, as the runner of that slice sees it:",
+        lines: &["mm-showq --slice 2/4 out"],
+    },
+    mm_core::cli::Example {
+        what: "The ids of the entries quarantined because they crashed their runner:",
+        lines: &["mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'"],
+    },
+    mm_core::cli::Example {
+        what: "Watch a backlog drain:",
+        lines: &["watch -n 10 mm-showq"],
+    },
+];
 
-States: queued (due now), deferred (waiting for its next attempt), claimed (held
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Shown, also when the reader of the output went away early (`| head`).",
+    ),
+    (64, mm_core::cli::USAGE_STATUS),
+    (65, "A bad queue name."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "The spool is missing (not mounted), or a directory could not be read.",
+    ),
+    (
+        77,
+        "Permission denied: the user is not in the spool's group.",
+    ),
+    (78, "`--spool` is not a directory."),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str =
+    "States: queued (due now), deferred (waiting for its next attempt), claimed (held
 by a runner: .bak), preserved (quarantined: .psv), writing (.tmp).
 The JSON schema is documented in docs/json.md.";
 
 /// Show what is in the mm queues.
 #[derive(Debug, Parser)]
-#[command(name = "mm-showq", version, after_help = AFTER_HELP)]
+#[command(name = "mm-showq", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,

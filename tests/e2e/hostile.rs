@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use mm_core::entry::Quarantine;
 use mm_core::{Entry, EntryId, FileName};
-use mm_e2e::{Out, TestSpool, Tool, read_entry};
+use mm_e2e::{Out, Snapshot, TestSpool, Tool, read_entry};
 
 use crate::runq::{SENDER, enqueue, maildir_copies};
 
@@ -113,56 +113,6 @@ fn mkfifo(p: &Path) {
         .status()
         .expect("cannot run mkfifo(1)");
     assert!(st.success(), "mkfifo {} failed", p.display());
-}
-
-/// What a planted path is, to check that nothing changed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Observed {
-    kind: char,
-    ino: u64,
-    mtime: SystemTime,
-    link: Option<PathBuf>,
-    content: Option<Vec<u8>>,
-}
-
-fn observe(p: &Path) -> Observed {
-    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{} is gone: {e}", p.display()));
-    let ft = m.file_type();
-    let kind = if ft.is_symlink() {
-        'l'
-    } else if ft.is_fifo() {
-        'p'
-    } else if ft.is_dir() {
-        'd'
-    } else if ft.is_file() {
-        'f'
-    } else {
-        '?'
-    };
-    Observed {
-        kind,
-        ino: m.ino(),
-        mtime: m.modified().expect("mtime"),
-        link: ft
-            .is_symlink()
-            .then(|| std::fs::read_link(p).expect("readlink")),
-        content: ft.is_file().then(|| std::fs::read(p).expect("read")),
-    }
-}
-
-/// Every path in `paths`, observed.
-fn observe_all(paths: &[PathBuf]) -> BTreeMap<PathBuf, Observed> {
-    paths.iter().map(|p| (p.clone(), observe(p))).collect()
-}
-
-#[track_caller]
-fn assert_untouched(before: &BTreeMap<PathBuf, Observed>, what: &str) {
-    for (p, was) in before {
-        let now = std::fs::symlink_metadata(p)
-            .map(|_| observe(p))
-            .unwrap_or_else(|e| panic!("{what}: {} was removed or moved: {e}", p.display()));
-        assert_eq!(&now, was, "{what}: {} was changed", p.display());
-    }
 }
 
 /// The entry files (any state) under the root whose id is `id`.
@@ -654,7 +604,7 @@ fn hostile_ids_are_refused_by_dumpdb_and_unbad_and_touch_nothing() {
     std::fs::write(&passwd, secret).unwrap();
     let cwd = s.work().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
-    let watched = observe_all(std::slice::from_ref(&passwd));
+    let watched = Snapshot::of_paths(std::slice::from_ref(&passwd));
     let snap = s.snapshot();
 
     let bb = &id[18..20];
@@ -721,7 +671,7 @@ fn hostile_ids_are_refused_by_dumpdb_and_unbad_and_touch_nothing() {
         );
     }
     snap.assert_same(&s.snapshot(), "hostile ids");
-    assert_untouched(&watched, "hostile ids");
+    watched.assert_same(&watched.again(), "hostile ids");
     assert_eq!(listing(&cwd), BTreeSet::new());
 }
 
@@ -847,7 +797,7 @@ fn planted_links_fifos_dirs_and_foreign_files_are_reported_never_followed_moved_
         inside_zz,
         evil_bucket.join(format!("{evil_id}.pck")),
     ]);
-    let watched = observe_all(&watched);
+    let watched = Snapshot::of_paths(&watched);
     let t = Duration::from_secs(20);
 
     // mm-showq: the summary counts them as foreign, the listing never shows them.
@@ -960,7 +910,7 @@ fn planted_links_fifos_dirs_and_foreign_files_are_reported_never_followed_moved_
     }
 
     // And after all of them: every planted file is where it was, as it was.
-    assert_untouched(&watched, "showq, dumpdb, recover and runq");
+    watched.assert_same(&watched.again(), "showq, dumpdb, recover and runq");
 }
 
 #[test]
@@ -1011,7 +961,7 @@ fn planted_files_in_bad_are_left_alone_by_unbad_all_which_still_releases_real_en
     ]);
     let mut watched = planted.clone();
     watched.push(target.clone());
-    let watched = observe_all(&watched);
+    let watched = Snapshot::of_paths(&watched);
     let t = Duration::from_secs(20);
 
     let out = cmd("mm-unbad").spool(&s).arg("--all").timeout(t).run();
@@ -1066,7 +1016,7 @@ fn planted_files_in_bad_are_left_alone_by_unbad_all_which_still_releases_real_en
         let out = cmd("mm-dumpdb").spool(&s).arg(id).timeout(t).run();
         assert_refusal(&out, 65);
     }
-    assert_untouched(&watched, "unbad, recover, showq and dumpdb on bad/");
+    watched.assert_same(&watched.again(), "unbad, recover, showq and dumpdb on bad/");
 }
 
 /// Every bucket of `queue` is a symbolic link to `outside`.
@@ -1092,7 +1042,7 @@ fn a_bucket_that_is_a_symlink_is_foreign_to_runners_showq_and_recover() {
     let out_dir = s.root().join("out");
     mkdir_spool_mode(&out_dir);
     std::os::unix::fs::symlink(&outside, out_dir.join("5a")).unwrap();
-    let watched = observe_all(&[out_dir.join("5a"), outside.join(format!("{id}.pck"))]);
+    let watched = Snapshot::of_paths(&[out_dir.join("5a"), outside.join(format!("{id}.pck"))]);
     let md = s.work().join("maildir");
     let t = Duration::from_secs(20);
 
@@ -1119,7 +1069,7 @@ fn a_bucket_that_is_a_symlink_is_foreign_to_runners_showq_and_recover() {
         .run();
     out.assert_code(0);
     assert_eq!(maildir_copies(&md), BTreeMap::new(), "{out}");
-    assert_untouched(&watched, "showq, recover and runq");
+    watched.assert_same(&watched.again(), "showq, recover and runq");
 }
 
 #[test]

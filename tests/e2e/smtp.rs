@@ -18,10 +18,8 @@
 //! unit tests).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io;
+use std::net::{IpAddr, TcpListener};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -261,110 +259,5 @@ pub fn has_bare_lf(data: &[u8]) -> bool {
         .any(|(i, &b)| b == b'\n' && (i == 0 || data[i - 1] != b'\r'))
 }
 
-/// Postfix's `smtp-sink`, running as a child process on a loopback port;
-/// killed on drop.
-pub struct SmtpSink {
-    child: Child,
-    port: u16,
-    errors: std::fs::File,
-}
-
-impl SmtpSink {
-    /// The `smtp-sink` binary, or a failure saying how to get it.
-    fn binary() -> PathBuf {
-        let mut candidates = vec![PathBuf::from("/usr/sbin/smtp-sink")];
-        if let Some(path) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&path).map(|d| d.join("smtp-sink")));
-        }
-        candidates
-            .into_iter()
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| {
-                panic!(
-                    "Postfix's smtp-sink is not installed (not in /usr/sbin nor in $PATH): \
-                 install Debian's postfix package (apt-get install postfix), as .ci/run does; \
-                 this test needs a real SMTP server process and does not skip"
-                )
-            })
-    }
-
-    /// Starts `smtp-sink OPTIONS 127.0.0.1:PORT` and waits for its greeting.
-    pub fn start(options: &[&str]) -> SmtpSink {
-        let bin = SmtpSink::binary();
-        let mut last_failure = String::new();
-        // The port is picked by binding and releasing it; another process may
-        // take it in between, so a start that fails is tried again.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free loopback port")
-                .port();
-            let mut cmd = Command::new(&bin);
-            if mm_e2e::is_root() {
-                // smtp-sink refuses to keep root privileges.
-                cmd.args(["-u", "nobody"]);
-            }
-            cmd.args(options).arg(format!("127.0.0.1:{port}")).arg("64");
-            // Its complaints go to a file, never into a pipe nobody drains.
-            let errors = tempfile::tempfile().expect("cannot create a temporary file");
-            let stderr = errors.try_clone().expect("cannot duplicate a file handle");
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut sink = SmtpSink {
-                child,
-                port,
-                errors,
-            };
-            match sink.wait_ready(Duration::from_secs(10)) {
-                Ok(()) => return sink,
-                Err(e) => last_failure = e,
-            }
-        }
-        panic!("smtp-sink {options:?} did not start: {last_failure}");
-    }
-
-    /// Polls until the server sends its 220 greeting, or fails if it exited.
-    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                let _ = self.errors.seek(SeekFrom::Start(0));
-                let _ = self.errors.read_to_string(&mut err);
-                return Err(format!("it exited ({status}): {}", err.trim()));
-            }
-            if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut line = String::new();
-                let mut r = BufReader::new(&stream);
-                if r.read_line(&mut line).is_ok() && line.starts_with("220") {
-                    let _ = (&stream).write_all(b"QUIT\r\n");
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "no 220 greeting on port {} within {within:?}",
-                    self.port
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `smtp://127.0.0.1:PORT`, for `mm-runq --smtp`.
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Postfix's `smtp-sink` (the test kit's one wrapper of it).
+pub use mm_e2e::SmtpSink;

@@ -28,10 +28,13 @@
 
 /// The command builder: run a tool, or start it in the background.
 mod cmd;
+/// Postfix's smtp-sink, started and stopped.
+mod sink;
 /// A scripted SMTP server that misbehaves on purpose.
 pub mod smtp_script;
 
 pub use cmd::{DEFAULT_TIMEOUT, Out, Ran, Running, Tool};
+pub use sink::{SinkOptions, SmtpSink};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -484,13 +487,14 @@ impl TestSpool {
     pub fn snapshot(&self) -> Snapshot {
         let mut map = BTreeMap::new();
         let root_meta = std::fs::symlink_metadata(&self.root).expect("spool root");
-        map.insert(PathBuf::from("."), Stat::of(&root_meta));
+        map.insert(PathBuf::from("."), Stat::of(&self.root, &root_meta));
         for (p, m) in walk(&self.root) {
+            let stat = Stat::of(&p, &m);
             let rel = p
                 .strip_prefix(&self.root)
                 .expect("under root")
                 .to_path_buf();
-            map.insert(rel, Stat::of(&m));
+            map.insert(rel, stat);
         }
         Snapshot(map)
     }
@@ -515,7 +519,7 @@ fn walk(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
 /// What a snapshot records of one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
-    /// `d`, `f`, `l` or `?`.
+    /// `d`, `f`, `l`, `p` (a FIFO) or `?`.
     pub kind: char,
     /// Size in bytes (files).
     pub len: u64,
@@ -525,16 +529,33 @@ pub struct Stat {
     pub mtime: SystemTime,
     /// Inode number (a rewrite-by-rename changes it).
     pub ino: u64,
+    /// Where a symbolic link points.
+    pub link: Option<PathBuf>,
+    /// A regular file's bytes.
+    pub content: Option<Vec<u8>>,
 }
 
 impl Stat {
-    fn of(m: &std::fs::Metadata) -> Stat {
-        let kind = if m.is_dir() {
+    /// One line for a message (the content as its length).
+    fn brief(&self) -> String {
+        format!(
+            "{} len {} mode {:o} mtime {:?} ino {} link {:?}",
+            self.kind, self.len, self.mode, self.mtime, self.ino, self.link
+        )
+    }
+
+    /// What is at `path` now (not following a link), `m` its metadata.
+    fn of(path: &Path, m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
             'd'
-        } else if m.is_file() {
+        } else if ft.is_file() {
             'f'
-        } else if m.is_symlink() {
+        } else if ft.is_symlink() {
             'l'
+        } else if ft.is_fifo() {
+            'p'
         } else {
             '?'
         };
@@ -544,6 +565,14 @@ impl Stat {
             mode: m.permissions().mode() & 0o7777,
             mtime: m.modified().expect("mtime"),
             ino: m.ino(),
+            link: ft.is_symlink().then(|| {
+                std::fs::read_link(path)
+                    .unwrap_or_else(|e| panic!("cannot read link {}: {e}", path.display()))
+            }),
+            content: ft.is_file().then(|| {
+                std::fs::read(path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            }),
         }
     }
 }
@@ -553,6 +582,26 @@ impl Stat {
 pub struct Snapshot(pub BTreeMap<PathBuf, Stat>);
 
 impl Snapshot {
+    /// The state of each of `paths` (anywhere: in a spool or not), by full
+    /// path; one that does not exist is left out (and so shows as removed
+    /// against an earlier snapshot).
+    pub fn of_paths(paths: &[PathBuf]) -> Snapshot {
+        Snapshot(
+            paths
+                .iter()
+                .filter_map(|p| {
+                    let m = std::fs::symlink_metadata(p).ok()?;
+                    Some((p.clone(), Stat::of(p, &m)))
+                })
+                .collect(),
+        )
+    }
+
+    /// The same paths as `self`, now.
+    pub fn again(&self) -> Snapshot {
+        Snapshot::of_paths(&self.0.keys().cloned().collect::<Vec<_>>())
+    }
+
     /// Panics, listing every difference, unless `after` equals `self`.
     pub fn assert_same(&self, after: &Snapshot, what: &str) {
         if self == after {
@@ -563,8 +612,15 @@ impl Snapshot {
             match after.0.get(p) {
                 None => diff.push_str(&format!("  removed: {}\n", p.display())),
                 Some(a) if a != s => diff.push_str(&format!(
-                    "  changed: {}\n    before {s:?}\n    after  {a:?}\n",
-                    p.display()
+                    "  changed: {}{}\n    before {}\n    after  {}\n",
+                    p.display(),
+                    if a.content != s.content {
+                        " (content differs)"
+                    } else {
+                        ""
+                    },
+                    s.brief(),
+                    a.brief()
                 )),
                 Some(_) => {}
             }

@@ -80,7 +80,10 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
 ];
 
 /// The rest of `--help`, after the examples and exit statuses.
-const HELP_NOTES: &str = "";
+const HELP_NOTES: &str = "\
+In short: 75 try again later, for every error but bad data (65) and an
+unreadable --file (66). An MTA keeps the message and retries on 75 (it would
+bounce it on 64), so a typo in master.cf defers mail, never bounces it.";
 
 /// Put a message into an mm queue, durably.
 #[derive(Debug, Parser)]

@@ -28,12 +28,15 @@
 
 /// The command builder: run a tool, or start it in the background.
 mod cmd;
+/// mailin-embedded in this process, scripted per recipient.
+mod mail;
 /// Postfix's smtp-sink, started and stopped.
 mod sink;
 /// A scripted SMTP server that misbehaves on purpose.
 pub mod smtp_script;
 
 pub use cmd::{DEFAULT_TIMEOUT, Out, Ran, Running, Tool};
+pub use mail::{MailServer, Received};
 pub use sink::{SinkOptions, SmtpSink};
 
 use std::collections::BTreeMap;

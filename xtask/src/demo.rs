@@ -2,7 +2,7 @@
 //!
 //! No MTA, no network and no terminal are needed: the demo builds the six
 //! tools (`$CARGO build`, then the binaries in `target/debug`), makes a
-//! temporary spool, starts an SMTP server inside this process (`sink.rs`),
+//! temporary spool, starts an SMTP server inside this process (the test kit's `MailServer`),
 //! enqueues sample messages with `mm-enqueue`, shows the queues with
 //! `mm-showq`, delivers with `mm-runq --until-empty`, and shows the queues
 //! and the deferred entry (`mm-dumpdb`) again. Each step says what to look
@@ -14,8 +14,6 @@
 //! variables removed, from the demo's directory, so the commands shown are
 //! the commands run.
 
-mod sink;
-
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,7 +24,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::TOOLS;
-use sink::Sink;
+use mm_e2e::MailServer;
 
 /// Longest any one tool may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -156,18 +154,26 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
         .tempdir()
         .context("cannot make a temporary directory")?;
     let demo = Demo::new(dir.path(), bin)?;
-    let sink = Sink::start()?;
+    let sink = MailServer::start_named("demo-smtp.invalid")
+        .context("cannot start the demo's SMTP server")?;
+    sink.name_queue_ids("demo-");
+    sink.refuse_always(
+        "busy@example.net",
+        450,
+        "4.2.1 Mailbox busy, try again later",
+    );
+    sink.refuse_always("nobody@example.org", 550, "5.1.1 No such user here");
     step(
         2,
         "a spool and an SMTP server",
         "The spool is an empty directory: the tools make the queues they need. The SMTP \
          server runs inside this process, standing in for your MTA or smarthost. It answers \
-         RCPT TO with 450 (try again later) for busy@..., 550 (no such user) for nobody@..., \
-         and 250 for anyone else. Every command below runs in this directory, with:",
+         RCPT TO with 450 (try again later) for busy@example.net, 550 (no such user) for \
+         nobody@example.org, and 250 for anyone else. Every command below runs in this directory, with:",
     );
     println!("    cd {}", demo.dir.display());
     println!("    export MM_SPOOL={}", demo.spool.display());
-    println!("    SMTP server: 127.0.0.1:{}", sink.port);
+    println!("    SMTP server: 127.0.0.1:{}", sink.port());
 
     step(
         3,
@@ -208,7 +214,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
     demo.tool("mm-showq", &[], None)?;
     demo.tool("mm-showq", &["out"], None)?;
 
-    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port());
     step(
         5,
         "deliver: mm-runq --until-empty",
@@ -237,11 +243,11 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
     println!();
     println!("  The SMTP server saw:");
     {
-        let seen = sink.seen();
-        for (rcpt, code) in seen.rcpts.iter().filter(|(_, c)| *c != 250) {
+        let (answered, messages) = (sink.answered(), sink.received());
+        for (rcpt, code) in answered.iter().filter(|(_, c)| *c != 250) {
             println!("    RCPT TO:<{rcpt}> answered {code}");
         }
-        for (i, m) in seen.messages.iter().enumerate() {
+        for (i, m) in messages.iter().enumerate() {
             println!(
                 "    message {}: <{}> -> {}: \"{}\" ({} bytes)",
                 i + 1,
@@ -251,8 +257,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
                 m.data.len()
             );
         }
-        if let Some(m) = seen
-            .messages
+        if let Some(m) = messages
             .iter()
             .find(|m| m.subject() == "demo 5: a lone dot")
         {
@@ -328,7 +333,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
         "  All as expected, in {:.1} s: {} messages to {} recipients delivered, \
          busy@example.net deferred, nobody@example.org bounced.",
         started.elapsed().as_secs_f64(),
-        sink.seen().messages.len(),
+        sink.received().len(),
         EXPECTED_DELIVERIES.len()
     );
     println!("  {spool_note}");
@@ -539,11 +544,10 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Stri
 }
 
 /// What the SMTP server should have seen and did not, or saw and should not have.
-fn check_server(sink: &Sink) -> Vec<String> {
-    let seen = sink.seen();
+fn check_server(sink: &MailServer) -> Vec<String> {
+    let (answered_all, messages) = (sink.answered(), sink.received());
     let mut problems = Vec::new();
-    let mut got: Vec<(String, String)> = seen
-        .messages
+    let mut got: Vec<(String, String)> = messages
         .iter()
         .flat_map(|m| m.rcpts.iter().map(|r| (m.subject(), r.clone())))
         .collect();
@@ -573,7 +577,7 @@ fn check_server(sink: &Sink) -> Vec<String> {
         ));
     }
     let answered = |rcpt: &str, code: u16| {
-        seen.rcpts
+        answered_all
             .iter()
             .filter(|(r, c)| r == rcpt && *c == code)
             .count()
@@ -585,8 +589,7 @@ fn check_server(sink: &Sink) -> Vec<String> {
         problems.push("nobody@example.org was not tried exactly once (550)".into());
     }
     // A missing message was reported above.
-    if let Some(m) = seen
-        .messages
+    if let Some(m) = messages
         .iter()
         .find(|m| m.subject() == "demo 5: a lone dot")
     {

@@ -15,9 +15,8 @@
 //! the commands run.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -481,20 +480,22 @@ impl Demo {
             .env_remove("MM_HOST")
             .env_remove("MM_TEST_NOW")
             .env_remove("MM_TEST_CLOCK_OFFSET")
-            .env_remove("MM_TEST_CRASH_AT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match stdin {
+            .env_remove("MM_TEST_CRASH_AT");
+        let input = match stdin {
             Some(path) => {
-                let f = std::fs::File::open(self.dir.join(path))
-                    .with_context(|| format!("cannot open {path}"))?;
-                cmd.stdin(f);
+                std::fs::read(self.dir.join(path)).with_context(|| format!("cannot read {path}"))?
             }
-            None => {
-                cmd.stdin(Stdio::null());
-            }
-        }
-        run_with_timeout(cmd, name)
+            None => Vec::new(),
+        };
+        // xtask's one runner of commands: fed and drained in threads, killed
+        // after the time limit.
+        let done = crate::e2e::sys::run(&mut cmd, &input, TOOL_TIMEOUT)
+            .with_context(|| format!("{name} failed to run"))?;
+        Ok(Captured {
+            status: done.status,
+            stdout: done.out(),
+            stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        })
     }
 }
 
@@ -502,45 +503,6 @@ struct Captured {
     status: ExitStatus,
     stdout: String,
     stderr: String,
-}
-
-/// Runs `cmd`, killing it (and failing) after [`TOOL_TIMEOUT`].
-fn run_with_timeout(mut cmd: Command, name: &str) -> anyhow::Result<Captured> {
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {name}"))?;
-    // Read both pipes while waiting, so a chatty tool never blocks on a full pipe.
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{name} did not finish within {} s; killed",
-                TOOL_TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Captured {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-/// Reads `r` to its end in a thread.
-fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }
 
 /// What the SMTP server should have seen and did not, or saw and should not have.

@@ -312,3 +312,24 @@ fn cargo_test(root: &Path, args: &[String]) -> anyhow::Result<BTreeSet<String>> 
     }
     Ok(passed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ignored test of tests/e2e says why in a way this command reads
+    /// (`ignored_tests` fails on any other reason), and both kinds are found.
+    #[test]
+    fn the_ignored_tests_are_found_with_their_reasons() {
+        let found = ignored_tests(&crate::project_root().join("tests").join("e2e"))
+            .expect("tests/e2e reads");
+        let n = |why: &str| found.iter().filter(|(_, w)| w == why).count();
+        assert!(n(ROOT) > 0 && n(STRACE) > 0, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|(t, _)| t == "hostile::injected_eio_in_mm_runq_leaves_the_entry_recoverable_and_every_recipient_gets_it"),
+            "{found:?}"
+        );
+    }
+}

@@ -318,6 +318,25 @@ mod tests {
     }
 
     #[test]
+    fn help_text_is_folded_at_80_columns_under_its_tag() {
+        let s = wrap(&"word ".repeat(30), "  75  ", "      ");
+        assert!(s.lines().all(|l| l.chars().count() <= 80), "{s}");
+        assert!(s.starts_with("  75  word") && s.lines().skip(1).all(|l| l.starts_with("      w")));
+        let h = after_help(
+            &[Example {
+                what: "A `thing`:",
+                lines: &["mm-x --y"],
+            }],
+            &[(0, "Done.")],
+            "More.",
+        );
+        assert_eq!(
+            h,
+            "Examples:\n  A thing:\n    mm-x --y\n\nExit status:\n  0   Done.\n\nMore."
+        );
+    }
+
+    #[test]
     fn errors_map_to_sysexits() {
         let e = anyhow::Error::new(Error::new(crate::ErrorKind::Temporary, "x")).context("enqueue");
         assert_eq!(exit_code(&e), 75);

@@ -16,20 +16,19 @@
 use std::time::Duration;
 
 use mm_core::State;
-use mm_e2e::TestSpool;
+use mm_e2e::{Running, TestSpool, Tool};
 
-use crate::runq::{Bg, enqueue, entries_in, name_of, only_entry_in, poll_until, recover, runq};
+use crate::runq::{enqueue, entries_in, name_of, only_entry_in, poll_until, recover, runq};
 use crate::smtp::MailServer;
 
 const RCPTS: [&str; 3] = ["a@example.com", "b@example.com", "c@example.com"];
 
 /// Host a's runner: one recipient per transaction, an 8 s lease (renewed
 /// every 2 s, fenced at a 4 s gap: room for a busy machine).
-fn host_a(s: &TestSpool, server: &MailServer) -> Bg {
-    Bg::spawn(
-        s,
-        "mm-runq",
-        [
+fn host_a(s: &TestSpool, server: &MailServer) -> Running {
+    Tool::new("mm-runq")
+        .spool(s)
+        .args([
             "--until-empty",
             "--lease",
             "8s",
@@ -37,9 +36,9 @@ fn host_a(s: &TestSpool, server: &MailServer) -> Bg {
             "1",
             "--smtp",
             &server.url(),
-        ],
-        &[("MM_HOST", "a")],
-    )
+        ])
+        .envs([("MM_HOST", "a")])
+        .spawn()
 }
 
 /// mm-recover on `host` with an 8 s lease: the action reported for the entry.
@@ -122,7 +121,7 @@ fn a_runner_frozen_past_its_lease_sends_nothing_more_once_another_host_took_its_
     assert!(left.is_empty(), "{left:#?}");
     // Woken: transaction 1 ends, and host a must stop there.
     a.signal("CONT");
-    let status = a.wait(Duration::from_secs(30));
+    let status = a.wait_within(Duration::from_secs(30));
     assert!(
         a.stderr().contains("fenced itself"),
         "{status}\n{}",
@@ -150,7 +149,7 @@ fn a_runner_whose_record_was_removed_fences_itself_and_a_recovery_delivers_once(
     let (action, detail) = recover_on(&s, "a", &[]);
     assert_eq!(action, "recovered", "{detail}");
     server.release();
-    let status = a.wait(Duration::from_secs(30));
+    let status = a.wait_within(Duration::from_secs(30));
     assert!(
         a.stderr().contains("runner record was removed"),
         "{status}\n{}",
@@ -179,7 +178,7 @@ fn a_host_whose_clock_is_ten_minutes_ahead_leaves_a_live_runners_claim_alone() {
     }
     assert_eq!(name_of(&only_entry_in(&s, "out")).state, State::Claimed);
     server.release();
-    let status = a.wait(Duration::from_secs(30));
+    let status = a.wait_within(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", a.output());
     let copies = server.copies();
     for r in RCPTS {
@@ -207,20 +206,12 @@ fn a_runner_frozen_before_it_sends_sends_nothing_once_another_host_took_its_entr
         started.display(),
         gate.display()
     );
-    let mut a = Bg::spawn(
-        &s,
-        "mm-runq",
-        [
-            "--until-empty",
-            "--lease",
-            "8s",
-            "--exec",
-            &stage,
-            "--smtp",
-            &server.url(),
-        ],
-        &[("MM_HOST", "a")],
-    );
+    let mut a = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["--until-empty", "--lease", "8s", "--exec", &stage])
+        .args(["--smtp", &server.url()])
+        .envs([("MM_HOST", "a")])
+        .spawn();
     poll_until("host a's stage runs", Duration::from_secs(20), || {
         started.exists()
     });
@@ -239,7 +230,7 @@ fn a_runner_frozen_before_it_sends_sends_nothing_once_another_host_took_its_entr
         .assert_code(0);
     std::fs::write(&gate, b"").unwrap();
     a.signal("CONT");
-    a.wait(Duration::from_secs(30));
+    a.wait_within(Duration::from_secs(30));
     assert_eq!(
         server.copies().get("solo@example.com"),
         Some(&1),

@@ -3,6 +3,10 @@
 //! `tests/src/lib.rs`. Golden files live in `tests/fixtures/golden`
 //! (`MM_BLESS=1 cargo test -p mm-e2e` rewrites them).
 
+// The tests measure the real world (seeds, file times): the wall clock is
+// theirs to read; only the tools must go through mm_core::clock.
+#![allow(clippy::disallowed_methods)]
+
 // Every tool: one line and 64 for a usage error (mm-enqueue: 75), --help with examples.
 mod cli;
 // mm-enqueue: concurrency, exact bytes, every exit code, full/read-only spools, modes.

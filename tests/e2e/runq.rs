@@ -7,14 +7,13 @@
 //! `--discard`). The helpers at the top are shared with `crash.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mm_core::{EntryId, FileName, State};
-use mm_e2e::{TestSpool, Tool};
+pub(crate) use mm_e2e::poll_until;
+use mm_e2e::{Running, TestSpool, Tool};
 use serde_json::Value;
 
 use crate::smtp::{MailServer, SmtpSink, crlf_to_lf, has_bare_lf};
@@ -254,131 +253,6 @@ pub(crate) fn maildir_copy(dir: &Path, id: &EntryId, rcpt: &str) -> String {
     std::fs::read_to_string(dir.join("new").join(&names[0])).expect("read a copy")
 }
 
-/// Polls `cond` every 10 ms until it holds, failing after `within`.
-#[track_caller]
-pub(crate) fn poll_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A tool running in the background that a test can signal, kill and time.
-/// Its output goes to files. (The harness's `Running` exposes no pid.)
-pub(crate) struct Bg {
-    child: Child,
-    what: String,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Bg {
-    /// Starts `tool ARGS` on spool `s` with extra environment `env`.
-    pub(crate) fn spawn<I, A>(s: &TestSpool, tool: &str, args: I, env: &[(&str, &str)]) -> Bg
-    where
-        I: IntoIterator<Item = A>,
-        A: AsRef<OsStr>,
-    {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let out = s.tmp().join(format!("{tool}-{n}.out"));
-        let err = s.tmp().join(format!("{tool}-{n}.err"));
-        let mut cmd = Command::new(require_bin(tool));
-        cmd.args(args);
-        for k in ["MM_SPOOL", "MM_TEST_NOW", "MM_TEST_CLOCK_OFFSET", "MM_HOST"] {
-            cmd.env_remove(k);
-        }
-        cmd.env("MM_SPOOL", s.root());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let what = format!("{cmd:?}");
-        cmd.stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&err).expect("stderr file"));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Bg {
-            child,
-            what,
-            out,
-            err,
-        }
-    }
-
-    /// The process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends signal `sig` (`TERM`, `KILL`, …) with kill(1).
-    pub(crate) fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -s {sig} {} failed", self.pid());
-    }
-
-    /// SIGKILL, and reap it.
-    pub(crate) fn kill(&mut self) -> ExitStatus {
-        let _ = self.child.kill();
-        self.child.wait().expect("wait for a killed child")
-    }
-
-    /// The exit status, if it has exited.
-    pub(crate) fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    /// Waits at most `within` for it to exit; kills it and fails after that.
-    #[track_caller]
-    pub(crate) fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.try_status() {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                panic!("still running after {within:?}, killed\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Its command line, standard output and standard error, for messages.
-    pub(crate) fn output(&self) -> String {
-        let read =
-            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-        format!(
-            "command: {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.what,
-            read(&self.out),
-            read(&self.err)
-        )
-    }
-
-    /// Its standard error.
-    pub(crate) fn stderr(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.err).unwrap_or_default()).into_owned()
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Server: mailin-embedded, refusing one RCPT with 550.
 #[test]
 fn one_recipient_refused_with_550_among_fifty_bounces_alone_and_the_rest_arrive_once() {
@@ -588,13 +462,11 @@ fn a_server_stalling_past_the_data_timeout_defers_with_a_timeout_reason_in_bound
     );
 
     let started = Instant::now();
-    let mut r = Bg::spawn(
-        &s,
-        "mm-runq",
-        ["--once", "--data-timeout", "2s", "--smtp", &server.url()],
-        &[],
-    );
-    let st = r.wait(Duration::from_secs(25));
+    let mut r = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["--once", "--data-timeout", "2s", "--smtp", &server.url()])
+        .spawn();
+    let st = r.wait_within(Duration::from_secs(25));
     let took = started.elapsed();
     assert_eq!(st.code(), Some(0), "{}", r.output());
     assert!(
@@ -629,18 +501,16 @@ fn sigterm_during_a_stalled_delivery_exits_0_within_the_stop_timeout_and_puts_th
     let message = b"Subject: stop\n\nput me back\n";
     let id = enqueue(&s, "out", &["a@example.com", "b@example.com"], message);
 
-    let mut r = Bg::spawn(
-        &s,
-        "mm-runq",
-        ["--stop-timeout", "2s", "--smtp", &stalled.url()],
-        &[],
-    );
+    let mut r = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["--stop-timeout", "2s", "--smtp", &stalled.url()])
+        .spawn();
     stalled.wait_stalled(1, Duration::from_secs(20));
     assert_eq!(name_of(&only_entry_in(&s, "out")).state, State::Claimed);
 
     let signalled = Instant::now();
     r.signal("TERM");
-    let st = r.wait(Duration::from_secs(15));
+    let st = r.wait_within(Duration::from_secs(15));
     let took = signalled.elapsed();
     assert_eq!(st.code(), Some(0), "{}", r.output());
     assert!(
@@ -717,12 +587,11 @@ fn four_runners_started_at_once_process_each_of_5000_entries_exactly_once() {
     let counter = s.work().join("processed");
     let exec = format!("echo \"$MM_ID\" >> '{}'", counter.display());
 
-    let mut runners: Vec<Bg> = (0..4)
+    let mut runners: Vec<Running> = (0..4)
         .map(|_| {
-            Bg::spawn(
-                &s,
-                "mm-runq",
-                [
+            Tool::new("mm-runq")
+                .spool(&s)
+                .args([
                     "--until-empty",
                     "--quiet",
                     "--connections",
@@ -730,14 +599,13 @@ fn four_runners_started_at_once_process_each_of_5000_entries_exactly_once() {
                     "--discard",
                     "--exec",
                     &exec,
-                ],
-                &[],
-            )
+                ])
+                .spawn()
         })
         .collect();
     let mut worked = 0;
     for r in &mut runners {
-        let st = r.wait(Duration::from_secs(120));
+        let st = r.wait_within(Duration::from_secs(120));
         assert_eq!(st.code(), Some(0), "{}", r.output());
         let err = r.stderr();
         if err.contains("another runner") {
@@ -769,13 +637,12 @@ fn runners_of_overlapping_slicings_race_for_the_same_entries_and_process_each_on
     let counter = s.work().join("processed");
     let exec = format!("echo \"$MM_ID\" >> '{}'", counter.display());
 
-    let mut runners: Vec<Bg> = ["1/1", "1/2", "2/2", "2/4"]
+    let mut runners: Vec<Running> = ["1/1", "1/2", "2/2", "2/4"]
         .iter()
         .map(|sl| {
-            Bg::spawn(
-                &s,
-                "mm-runq",
-                [
+            Tool::new("mm-runq")
+                .spool(&s)
+                .args([
                     "--until-empty",
                     "--quiet",
                     "--slice",
@@ -783,13 +650,12 @@ fn runners_of_overlapping_slicings_race_for_the_same_entries_and_process_each_on
                     "--discard",
                     "--exec",
                     &exec,
-                ],
-                &[],
-            )
+                ])
+                .spawn()
         })
         .collect();
     for r in &mut runners {
-        let st = r.wait(Duration::from_secs(120));
+        let st = r.wait_within(Duration::from_secs(120));
         assert_eq!(st.code(), Some(0), "{}", r.output());
     }
     assert_each_once(&ids, &count_lines(&counter));
@@ -823,26 +689,24 @@ fn three_sliced_runners_split_a_queue_without_overlap_and_miss_nothing() {
     let dirs: Vec<PathBuf> = (1..=3)
         .map(|k| s.work().join(format!("slice{k}")))
         .collect();
-    let mut runners: Vec<Bg> = (1..=3)
+    let mut runners: Vec<Running> = (1..=3)
         .map(|k| {
             let d = dirs[k - 1].to_str().expect("utf-8 path");
-            Bg::spawn(
-                &s,
-                "mm-runq",
-                [
+            Tool::new("mm-runq")
+                .spool(&s)
+                .args([
                     "--until-empty",
                     "--quiet",
                     "--slice",
                     &format!("{k}/3"),
                     "--deliver-to",
                     d,
-                ],
-                &[],
-            )
+                ])
+                .spawn()
         })
         .collect();
     for r in &mut runners {
-        let st = r.wait(Duration::from_secs(120));
+        let st = r.wait_within(Duration::from_secs(120));
         assert_eq!(st.code(), Some(0), "{}", r.output());
     }
 
@@ -1003,7 +867,10 @@ fn a_stage_exiting_3_shunts_the_entry_with_its_stderr_tail_as_the_reason() {
 #[test]
 fn a_second_runner_of_the_same_queue_and_slice_exits_0_at_once_with_one_line() {
     let s = TestSpool::new();
-    let mut first = Bg::spawn(&s, "mm-runq", ["--discard", "--poll", "100ms"], &[]);
+    let mut first = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["--discard", "--poll", "100ms"])
+        .spawn();
     let pid = format!("pid {} ", first.pid());
     poll_until("the first runner's lock", Duration::from_secs(20), || {
         lock_file(&s, "out.1-1")
@@ -1040,7 +907,7 @@ fn a_second_runner_of_the_same_queue_and_slice_exits_0_at_once_with_one_line() {
     );
     first.signal("TERM");
     assert_eq!(
-        first.wait(Duration::from_secs(15)).code(),
+        first.wait_within(Duration::from_secs(15)).code(),
         Some(0),
         "{}",
         first.output()
@@ -1225,19 +1092,17 @@ fn sighup_reopens_the_log_so_logrotate_can_move_it() {
     let log = s.work().join("runq.log");
     let maildir = s.work().join("maildir");
     let first = enqueue(&s, "out", &["a@example.com"], b"Subject: 1\n\none\n");
-    let mut r = Bg::spawn(
-        &s,
-        "mm-runq",
-        [
+    let mut r = Tool::new("mm-runq")
+        .spool(&s)
+        .args([
             "--poll".as_ref(),
             "100ms".as_ref(),
             "--deliver-to".as_ref(),
             maildir.as_os_str(),
             "--log".as_ref(),
             log.as_os_str(),
-        ],
-        &[],
-    );
+        ])
+        .spawn();
     let logged = |path: &Path, id: &EntryId| {
         std::fs::read_to_string(path).is_ok_and(|t| t.contains(&format!("{id} delivered=1")))
     };
@@ -1271,7 +1136,7 @@ fn sighup_reopens_the_log_so_logrotate_can_move_it() {
     );
     r.signal("TERM");
     assert_eq!(
-        r.wait(Duration::from_secs(10)).code(),
+        r.wait_within(Duration::from_secs(10)).code(),
         Some(0),
         "{}",
         r.output()

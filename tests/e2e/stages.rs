@@ -13,9 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mm_core::EntryId;
-use mm_e2e::{TestSpool, read_entry};
+use mm_e2e::{TestSpool, Tool, read_entry};
 
-use crate::runq::{Bg, enqueue, entries_in, only_entry_in, poll_until, runq};
+use crate::runq::{enqueue, entries_in, only_entry_in, poll_until, runq};
 
 /// A stage that hangs with a child in the background and one in the
 /// foreground, after writing the three pids (shell, background, foreground)
@@ -164,10 +164,9 @@ fn sigterm_to_the_runner_kills_every_process_of_a_hanging_stage() {
     let pids = s.work().join("pids");
     let stage = hanging_stage(&pids);
     let id = enqueue(&s, "in", &["r@example.com"], b"Subject: hang\n\nhello\n");
-    let mut bg = Bg::spawn(
-        &s,
-        "mm-runq",
-        [
+    let mut bg = Tool::new("mm-runq")
+        .spool(&s)
+        .args([
             "-q",
             "in",
             "--then",
@@ -178,9 +177,8 @@ fn sigterm_to_the_runner_kills_every_process_of_a_hanging_stage() {
             "100ms",
             "--exec",
             &stage,
-        ],
-        &[],
-    );
+        ])
+        .spawn();
     poll_until("the stage's three pids", Duration::from_secs(20), || {
         recorded(&pids).len() == 3
     });
@@ -189,7 +187,7 @@ fn sigterm_to_the_runner_kills_every_process_of_a_hanging_stage() {
         "no process of the stage found"
     );
     bg.signal("TERM");
-    let st = bg.wait(Duration::from_secs(10));
+    let st = bg.wait_within(Duration::from_secs(10));
     assert_eq!(st.code(), Some(0), "{}", bg.output());
     assert_none_left(&id, &pids, "after SIGTERM");
     // Put back, not lost, not passed on, not shunted.
@@ -203,14 +201,12 @@ fn sigkill_of_the_runner_kills_every_process_of_a_hanging_stage() {
     let pids = s.work().join("pids");
     let stage = hanging_stage(&pids);
     let id = enqueue(&s, "in", &["r@example.com"], b"Subject: hang\n\nhello\n");
-    let mut bg = Bg::spawn(
-        &s,
-        "mm-runq",
-        [
+    let mut bg = Tool::new("mm-runq")
+        .spool(&s)
+        .args([
             "-q", "in", "--then", "out", "--poll", "100ms", "--exec", &stage,
-        ],
-        &[],
-    );
+        ])
+        .spawn();
     poll_until("the stage's three pids", Duration::from_secs(20), || {
         recorded(&pids).len() == 3
     });

@@ -12,26 +12,42 @@
 //!   unmounted on drop) and a scratch directory beside it, and knows how to
 //!   plant fixture entries and to list and snapshot what is on disk.
 //! * [`Tool`] builds one command, `Tool::new("mm-enqueue").spool(&s).args([…])
-//!   .stdin(bytes).run()`, and [`Out`] checks its exit status and output,
-//!   printing everything on failure.
+//!   .stdin(bytes).run()` (under a timeout, in its own process group; stdin
+//!   as bytes, endless or none; as another user, under a umask, behind a
+//!   wrapper such as strace), or `.spawn()`s it in the background as a
+//!   [`Running`] (pid, signals, kill, bounded waits); [`Out`] checks its
+//!   exit status and output, printing everything on failure.
+//! * [`is_root`], [`require_root`], [`strace_works`], [`poll_until`],
+//!   [`free_port`]: what tests ask of the machine and of time.
 //! * [`golden`] compares an output with `tests/fixtures/golden/NAME`
 //!   (`MM_BLESS=1` rewrites the file).
 
+// The tests measure the real world (seeds, file times): the wall clock is
+// theirs to read; only the tools must go through mm_core::clock.
+#![allow(clippy::disallowed_methods)]
+
+/// The command builder: run a tool, or start it in the background.
+mod cmd;
+/// mailin-embedded in this process, scripted per recipient.
+mod mail;
+/// Postfix's smtp-sink, started and stopped.
+mod sink;
 /// A scripted SMTP server that misbehaves on purpose.
 pub mod smtp_script;
 
+pub use cmd::{DEFAULT_TIMEOUT, Out, Ran, Running, Tool};
+pub use mail::{MailServer, Received};
+pub use sink::{SinkOptions, SmtpSink};
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fmt;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use mm_core::{Entry, EntryId, FileName};
+use mm_core::{Entry, FileName};
 
 /// The tools whose binaries the tests run.
 pub const TOOLS: &[&str] = &[
@@ -137,30 +153,121 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// Whether the tests run as root: `id -u` is 0 (or, without id(1), the real
-/// uid in /proc/self/status).
-pub fn is_root() -> bool {
-    if let Ok(o) = Command::new("id").arg("-u").output()
-        && o.status.success()
-    {
-        return o.stdout.trim_ascii() == b"0";
-    }
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    })
+/// A copy of tool `name` that every user may run, for tests that run tools
+/// as other users: the build's own binaries may be in a checkout in a home
+/// directory of mode 0700 (root's is), which those users cannot enter. The
+/// copies are made once per test process, in a directory of mode 0755 under
+/// the temporary directory, refreshed when the build's binary changed.
+pub fn bin_for_all(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // One directory per user and build, so that two checkouts never
+        // run each other's binaries.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bin_dir().hash(&mut h);
+        let dir = std::env::temp_dir().join(format!(
+            "mm-e2e-bin-{}-{:016x}",
+            rustix::process::geteuid().as_raw(),
+            h.finish()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("cannot create {}: {e}", dir.display()),
+        }
+        let m = std::fs::symlink_metadata(&dir).expect("the shared binary directory");
+        assert!(
+            m.is_dir() && m.uid() == rustix::process::geteuid().as_raw(),
+            "{} is not a directory of ours",
+            dir.display()
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod 0755 the shared binary directory");
+        for t in TOOLS {
+            let (from, to) = (bin(t), dir.join(t));
+            let tmp = dir.join(format!(".{t}.{}", std::process::id()));
+            std::fs::copy(&from, &tmp).unwrap_or_else(|e| {
+                panic!("cannot copy {} to {}: {e}", from.display(), tmp.display())
+            });
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod 0755 a binary copy");
+            std::fs::rename(&tmp, &to).expect("rename a binary copy into place");
+        }
+        dir
+    });
+    dir.join(name)
 }
 
-/// For a test that needs root (mounts, setpriv): true when root; otherwise prints a
-/// notice saying which test is skipped, and returns false.
-pub fn require_root(what: &str) -> bool {
-    if is_root() {
-        return true;
+/// Whether the tests run as root (the effective uid is 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// For a test that needs root (mounts, users, setpriv): such a test is
+/// `#[ignore = "needs root: …"]`, so that `cargo test` reports it as not run;
+/// `cargo xtask test` runs it where it can. Run anyway without root, it
+/// fails here with the reason, never passes.
+#[track_caller]
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root, and the effective uid is not 0 (cargo xtask test runs it when root)"
+    );
+}
+
+/// Whether strace(1) can trace and inject faults here (a container may
+/// forbid ptrace): the reason when not. Asked once per process.
+pub fn strace_works() -> Result<(), String> {
+    static OK: OnceLock<Result<(), String>> = OnceLock::new();
+    OK.get_or_init(|| {
+        match Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "inject=fsync:error=EIO:when=1",
+                "--",
+                "true",
+            ])
+            .output()
+        {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "strace cannot trace here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!(
+                "strace is not installed ({e}; Debian: apt-get install strace)"
+            )),
+        }
+    })
+    .clone()
+}
+
+/// Polls `cond` every 10 ms until it holds, failing after `within`.
+#[track_caller]
+pub fn poll_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    eprintln!("NOTICE: skipping {what}: it needs root, and `id -u` is not 0");
-    false
+}
+
+/// A loopback port that was free a moment ago (bound, then released:
+/// another process may take it before it is used, so a server that cannot
+/// bind it should pick another).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*), for test data.
@@ -251,12 +358,11 @@ impl TestSpool {
     }
 
     /// A spool root that is a fresh tmpfs mounted with `options` (e.g.
-    /// `size=256k`). Returns `None`, with a notice, when not root; panics if
-    /// root and the mount fails, so a broken setup never passes silently.
-    pub fn tmpfs(what: &str, options: &str) -> Option<TestSpool> {
-        if !require_root(&format!("{what} (it mounts a tmpfs)")) {
-            return None;
-        }
+    /// `size=256k`). Panics when not root, or when the mount fails, so a
+    /// broken setup never passes silently.
+    #[track_caller]
+    pub fn tmpfs(what: &str, options: &str) -> TestSpool {
+        require_root(&format!("{what} (it mounts a tmpfs)"));
         let mut s = TestSpool::new();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
@@ -273,7 +379,7 @@ impl TestSpool {
         s.mount = Some(Mount {
             dir: s.root.clone(),
         });
-        Some(s)
+        s
     }
 
     /// Remounts the tmpfs root read-only.
@@ -384,13 +490,14 @@ impl TestSpool {
     pub fn snapshot(&self) -> Snapshot {
         let mut map = BTreeMap::new();
         let root_meta = std::fs::symlink_metadata(&self.root).expect("spool root");
-        map.insert(PathBuf::from("."), Stat::of(&root_meta));
+        map.insert(PathBuf::from("."), Stat::of(&self.root, &root_meta));
         for (p, m) in walk(&self.root) {
+            let stat = Stat::of(&p, &m);
             let rel = p
                 .strip_prefix(&self.root)
                 .expect("under root")
                 .to_path_buf();
-            map.insert(rel, Stat::of(&m));
+            map.insert(rel, stat);
         }
         Snapshot(map)
     }
@@ -415,7 +522,7 @@ fn walk(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
 /// What a snapshot records of one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stat {
-    /// `d`, `f`, `l` or `?`.
+    /// `d`, `f`, `l`, `p` (a FIFO) or `?`.
     pub kind: char,
     /// Size in bytes (files).
     pub len: u64,
@@ -425,16 +532,33 @@ pub struct Stat {
     pub mtime: SystemTime,
     /// Inode number (a rewrite-by-rename changes it).
     pub ino: u64,
+    /// Where a symbolic link points.
+    pub link: Option<PathBuf>,
+    /// A regular file's bytes.
+    pub content: Option<Vec<u8>>,
 }
 
 impl Stat {
-    fn of(m: &std::fs::Metadata) -> Stat {
-        let kind = if m.is_dir() {
+    /// One line for a message (the content as its length).
+    fn brief(&self) -> String {
+        format!(
+            "{} len {} mode {:o} mtime {:?} ino {} link {:?}",
+            self.kind, self.len, self.mode, self.mtime, self.ino, self.link
+        )
+    }
+
+    /// What is at `path` now (not following a link), `m` its metadata.
+    fn of(path: &Path, m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
             'd'
-        } else if m.is_file() {
+        } else if ft.is_file() {
             'f'
-        } else if m.is_symlink() {
+        } else if ft.is_symlink() {
             'l'
+        } else if ft.is_fifo() {
+            'p'
         } else {
             '?'
         };
@@ -444,6 +568,14 @@ impl Stat {
             mode: m.permissions().mode() & 0o7777,
             mtime: m.modified().expect("mtime"),
             ino: m.ino(),
+            link: ft.is_symlink().then(|| {
+                std::fs::read_link(path)
+                    .unwrap_or_else(|e| panic!("cannot read link {}: {e}", path.display()))
+            }),
+            content: ft.is_file().then(|| {
+                std::fs::read(path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            }),
         }
     }
 }
@@ -453,6 +585,26 @@ impl Stat {
 pub struct Snapshot(pub BTreeMap<PathBuf, Stat>);
 
 impl Snapshot {
+    /// The state of each of `paths` (anywhere: in a spool or not), by full
+    /// path; one that does not exist is left out (and so shows as removed
+    /// against an earlier snapshot).
+    pub fn of_paths(paths: &[PathBuf]) -> Snapshot {
+        Snapshot(
+            paths
+                .iter()
+                .filter_map(|p| {
+                    let m = std::fs::symlink_metadata(p).ok()?;
+                    Some((p.clone(), Stat::of(p, &m)))
+                })
+                .collect(),
+        )
+    }
+
+    /// The same paths as `self`, now.
+    pub fn again(&self) -> Snapshot {
+        Snapshot::of_paths(&self.0.keys().cloned().collect::<Vec<_>>())
+    }
+
     /// Panics, listing every difference, unless `after` equals `self`.
     pub fn assert_same(&self, after: &Snapshot, what: &str) {
         if self == after {
@@ -463,8 +615,15 @@ impl Snapshot {
             match after.0.get(p) {
                 None => diff.push_str(&format!("  removed: {}\n", p.display())),
                 Some(a) if a != s => diff.push_str(&format!(
-                    "  changed: {}\n    before {s:?}\n    after  {a:?}\n",
-                    p.display()
+                    "  changed: {}{}\n    before {}\n    after  {}\n",
+                    p.display(),
+                    if a.content != s.content {
+                        " (content differs)"
+                    } else {
+                        ""
+                    },
+                    s.brief(),
+                    a.brief()
                 )),
                 Some(_) => {}
             }
@@ -481,334 +640,6 @@ pub fn read_entry(path: &Path) -> Entry {
     let bytes =
         std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     Entry::decode(&bytes).unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()))
-}
-
-/// One command of a tool, to build and run.
-#[derive(Clone, Debug)]
-pub struct Tool {
-    name: String,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    stdin: Option<Vec<u8>>,
-    umask: Option<u32>,
-    user: Option<(u32, u32)>,
-}
-
-impl Tool {
-    /// A command of tool `name` (`mm-enqueue`, …), with a clean environment as
-    /// far as mm is concerned: no `MM_SPOOL`, no test clock.
-    pub fn new(name: &str) -> Tool {
-        Tool {
-            name: name.to_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            stdin: None,
-            umask: None,
-            user: None,
-        }
-    }
-
-    /// Uses the spool `s` (through `MM_SPOOL`, so argument order is free).
-    pub fn spool(self, s: &TestSpool) -> Tool {
-        self.spool_path(s.root())
-    }
-
-    /// Uses the spool root `p`, which need not exist.
-    pub fn spool_path(self, p: &Path) -> Tool {
-        self.env("MM_SPOOL", p)
-    }
-
-    /// Pins the tool's clock to `secs` (`MM_TEST_NOW`).
-    pub fn now(self, secs: u64) -> Tool {
-        self.env("MM_TEST_NOW", secs.to_string())
-    }
-
-    /// Sets an environment variable.
-    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Tool {
-        self.env
-            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
-        self
-    }
-
-    /// Adds an argument.
-    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Tool {
-        self.args.push(a.as_ref().to_owned());
-        self
-    }
-
-    /// Adds arguments.
-    pub fn args<I, A>(mut self, args: I) -> Tool
-    where
-        I: IntoIterator<Item = A>,
-        A: AsRef<OsStr>,
-    {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
-        self
-    }
-
-    /// Feeds `bytes` on standard input (otherwise stdin is /dev/null).
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Tool {
-        self.stdin = Some(bytes.into());
-        self
-    }
-
-    /// Runs the tool under this umask (through `sh -c 'umask …; exec "$0" "$@"'`,
-    /// as Postfix's pipe(8) would).
-    pub fn umask(mut self, mask: u32) -> Tool {
-        self.umask = Some(mask);
-        self
-    }
-
-    /// Runs the tool as user `uid` and group `gid`, with no supplementary
-    /// groups (through setpriv(1); the tests must run as root to use it).
-    pub fn as_user(mut self, uid: u32, gid: u32) -> Tool {
-        self.user = Some((uid, gid));
-        self
-    }
-
-    /// A short rendering of the command line, for messages.
-    pub fn describe(&self) -> String {
-        let mut s = String::new();
-        if let Some(m) = self.umask {
-            s.push_str(&format!("(umask {m:03o}) "));
-        }
-        if let Some((u, g)) = self.user {
-            s.push_str(&format!("(as {u}:{g}) "));
-        }
-        for (k, v) in &self.env {
-            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
-        }
-        s.push_str(&self.name);
-        for a in self.args.iter().take(12) {
-            s.push_str(&format!(" {:?}", a.to_string_lossy()));
-        }
-        if self.args.len() > 12 {
-            s.push_str(&format!(" … ({} arguments in all)", self.args.len()));
-        }
-        s
-    }
-
-    fn command(&self) -> Command {
-        let mut argv: Vec<OsString> = vec![bin(&self.name).into_os_string()];
-        argv.extend(self.args.iter().cloned());
-        if let Some(m) = self.umask {
-            let sh = [
-                "sh".into(),
-                "-c".into(),
-                format!("umask {m:03o}; exec \"$0\" \"$@\"").into(),
-            ];
-            argv.splice(0..0, sh);
-        }
-        if let Some((u, g)) = self.user {
-            let sp = [
-                "setpriv".into(),
-                format!("--reuid={u}").into(),
-                format!("--regid={g}").into(),
-                "--clear-groups".into(),
-                "--".into(),
-            ];
-            argv.splice(0..0, sp);
-        }
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        for k in ["MM_SPOOL", "MM_TEST_NOW", "MM_TEST_CLOCK_OFFSET", "MM_HOST"] {
-            cmd.env_remove(k);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
-    }
-
-    /// Starts the tool without waiting for it (for concurrency tests).
-    pub fn spawn(&self) -> Running {
-        let mut child = self
-            .command()
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
-        let feeder = self.stdin.clone().map(|bytes| {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            std::thread::spawn(move || {
-                // A tool that fails before reading closes the pipe: not our error.
-                let _ = pipe.write_all(&bytes);
-            })
-        });
-        Running {
-            cmd: self.describe(),
-            tool: self.name.clone(),
-            child,
-            feeder,
-        }
-    }
-
-    /// Runs the tool to completion.
-    pub fn run(&self) -> Out {
-        self.spawn().wait()
-    }
-}
-
-/// A tool started by [`Tool::spawn`].
-#[derive(Debug)]
-pub struct Running {
-    cmd: String,
-    tool: String,
-    child: Child,
-    feeder: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Waits for the tool and collects its output.
-    pub fn wait(self) -> Out {
-        let out = self
-            .child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.cmd));
-        if let Some(f) = self.feeder {
-            f.join().expect("stdin feeder thread");
-        }
-        Out {
-            cmd: self.cmd,
-            tool: self.tool,
-            status: out.status,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
-    }
-}
-
-/// What a tool did.
-#[derive(Clone, Debug)]
-pub struct Out {
-    /// The command, as described by [`Tool::describe`].
-    pub cmd: String,
-    /// The tool's name.
-    pub tool: String,
-    /// Its exit status.
-    pub status: ExitStatus,
-    /// Standard output.
-    pub stdout: Vec<u8>,
-    /// Standard error.
-    pub stderr: Vec<u8>,
-}
-
-impl fmt::Display for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "command: {}", self.cmd)?;
-        writeln!(f, "status:  {}", self.status)?;
-        writeln!(
-            f,
-            "--- stdout ({} bytes) ---\n{}",
-            self.stdout.len(),
-            String::from_utf8_lossy(&self.stdout)
-        )?;
-        write!(
-            f,
-            "--- stderr ({} bytes) ---\n{}",
-            self.stderr.len(),
-            String::from_utf8_lossy(&self.stderr)
-        )
-    }
-}
-
-impl Out {
-    /// The exit code (panics if the tool was killed by a signal).
-    pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| panic!("the tool died of a signal\n{self}"))
-    }
-
-    /// Panics, showing everything, unless the exit code is `code`.
-    #[track_caller]
-    pub fn assert_code(&self, code: i32) -> &Out {
-        assert!(
-            self.code() == code,
-            "expected exit code {code}, got {}\n{self}",
-            self.code()
-        );
-        self
-    }
-
-    /// [`assert_code`](Out::assert_code)`(0)` with an empty standard error.
-    #[track_caller]
-    pub fn assert_ok(&self) -> &Out {
-        self.assert_code(0);
-        assert!(
-            self.stderr.is_empty(),
-            "success, but something on stderr\n{self}"
-        );
-        self
-    }
-
-    /// Standard output as text.
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8(self.stdout.clone())
-            .unwrap_or_else(|_| panic!("stdout is not UTF-8\n{self}"))
-    }
-
-    /// Standard error as text.
-    pub fn stderr_str(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-
-    /// Checks that standard error is exactly one line, `mm-TOOL: …\n`, and
-    /// returns it without the newline.
-    #[track_caller]
-    pub fn stderr_one_line(&self) -> String {
-        let s = self.stderr_str();
-        let prefix = format!("{}: ", self.tool);
-        assert!(
-            s.ends_with('\n') && s.matches('\n').count() == 1 && !s.contains('\r'),
-            "stderr is not exactly one line\n{self}"
-        );
-        assert!(
-            s.starts_with(&prefix),
-            "stderr does not start with {prefix:?}\n{self}"
-        );
-        assert!(
-            s.len() > prefix.len() + 1,
-            "stderr has no message after {prefix:?}\n{self}"
-        );
-        s.trim_end_matches('\n').to_string()
-    }
-
-    /// The ids printed on standard output, one per line.
-    #[track_caller]
-    pub fn ids(&self) -> Vec<EntryId> {
-        self.stdout_str()
-            .lines()
-            .map(|l| {
-                EntryId::parse(l)
-                    .unwrap_or_else(|e| panic!("stdout line {l:?} is not an id: {e}\n{self}"))
-            })
-            .collect()
-    }
-
-    /// The single id printed on standard output.
-    #[track_caller]
-    pub fn id(&self) -> EntryId {
-        let ids = self.ids();
-        assert!(ids.len() == 1, "expected one id, got {}\n{self}", ids.len());
-        ids[0]
-    }
-
-    /// Standard output as JSON Lines.
-    #[track_caller]
-    pub fn json_lines(&self) -> Vec<serde_json::Value> {
-        self.stdout_str()
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}\n{self}"))
-            })
-            .collect()
-    }
 }
 
 /// Compares `actual` with the golden file `tests/fixtures/golden/NAME`.

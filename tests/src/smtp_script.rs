@@ -7,7 +7,7 @@
 //! says otherwise: the script sees every event (the greeting, each command
 //! line, the end of the data) and may replace the reply, send extra bytes
 //! right behind it (in the same write, so a client finds them in its
-//! buffer), or close the connection after it. The [`Log`] keeps every
+//! buffer), or close the connection after it. The [`Log`](crate::smtp_script::Log) keeps every
 //! command received and every reply sent, the reply each `RCPT` got, and
 //! the transactions the server completed (250 after the data): the ground
 //! truth a test checks a client's verdicts against.

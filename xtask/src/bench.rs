@@ -18,7 +18,6 @@
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -472,28 +471,20 @@ impl Bench {
     /// SMTP to smtp-sink: 1 and 50 recipients, over 1 and 4 connections,
     /// against smtp-source sending the same to the same sink.
     fn smtp(&self) -> anyhow::Result<Vec<Row>> {
-        let Some(sink_bin) = which("smtp-sink") else {
-            eprintln!("bench: smtp-sink not found (Debian's postfix); SMTP workloads skipped");
+        if let Err(why) = mm_e2e::SmtpSink::binary() {
+            eprintln!("bench: {why}; SMTP workloads skipped");
             return Ok(Vec::new());
-        };
+        }
         let Some(source_bin) = which("smtp-source") else {
             eprintln!("bench: smtp-source not found; SMTP workloads skipped");
             return Ok(Vec::new());
         };
-        let port = free_port()?;
-        let mut sink = Command::new(&sink_bin);
-        if is_root() {
-            sink.args(["-u", "nobody"]);
-        }
-        let sink = Reaper(
-            sink.arg(format!("127.0.0.1:{port}"))
-                .arg("256")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start smtp-sink")?,
-        );
-        wait_for_port(port)?;
+        let sink = mm_e2e::SmtpSink::start_with(&mm_e2e::SinkOptions {
+            backlog: 256,
+            ..Default::default()
+        })
+        .map_err(anyhow::Error::msg)?;
+        let port = sink.port();
         let mut rows = Vec::new();
         for (rcpts, msgs) in [(1usize, 2000usize), (50, 1000)] {
             for conns in [1usize, 4] {
@@ -563,16 +554,6 @@ impl Bench {
             secs,
             max_rss_kib: rss,
         })
-    }
-}
-
-/// Kills and reaps a background server when dropped.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -695,25 +676,6 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_for_port(port: u16) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("smtp-sink did not listen on port {port}")
 }
 
 fn machine() -> serde_json::Value {

@@ -2,7 +2,7 @@
 //!
 //! No MTA, no network and no terminal are needed: the demo builds the six
 //! tools (`$CARGO build`, then the binaries in `target/debug`), makes a
-//! temporary spool, starts an SMTP server inside this process (`sink.rs`),
+//! temporary spool, starts an SMTP server inside this process (the test kit's `MailServer`),
 //! enqueues sample messages with `mm-enqueue`, shows the queues with
 //! `mm-showq`, delivers with `mm-runq --until-empty`, and shows the queues
 //! and the deferred entry (`mm-dumpdb`) again. Each step says what to look
@@ -14,19 +14,16 @@
 //! variables removed, from the demo's directory, so the commands shown are
 //! the commands run.
 
-mod sink;
-
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::TOOLS;
-use sink::Sink;
+use mm_e2e::MailServer;
 
 /// Longest any one tool may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -156,18 +153,26 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
         .tempdir()
         .context("cannot make a temporary directory")?;
     let demo = Demo::new(dir.path(), bin)?;
-    let sink = Sink::start()?;
+    let sink = MailServer::start_named("demo-smtp.invalid")
+        .context("cannot start the demo's SMTP server")?;
+    sink.name_queue_ids("demo-");
+    sink.refuse_always(
+        "busy@example.net",
+        450,
+        "4.2.1 Mailbox busy, try again later",
+    );
+    sink.refuse_always("nobody@example.org", 550, "5.1.1 No such user here");
     step(
         2,
         "a spool and an SMTP server",
         "The spool is an empty directory: the tools make the queues they need. The SMTP \
          server runs inside this process, standing in for your MTA or smarthost. It answers \
-         RCPT TO with 450 (try again later) for busy@..., 550 (no such user) for nobody@..., \
-         and 250 for anyone else. Every command below runs in this directory, with:",
+         RCPT TO with 450 (try again later) for busy@example.net, 550 (no such user) for \
+         nobody@example.org, and 250 for anyone else. Every command below runs in this directory, with:",
     );
     println!("    cd {}", demo.dir.display());
     println!("    export MM_SPOOL={}", demo.spool.display());
-    println!("    SMTP server: 127.0.0.1:{}", sink.port);
+    println!("    SMTP server: 127.0.0.1:{}", sink.port());
 
     step(
         3,
@@ -208,7 +213,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
     demo.tool("mm-showq", &[], None)?;
     demo.tool("mm-showq", &["out"], None)?;
 
-    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port());
     step(
         5,
         "deliver: mm-runq --until-empty",
@@ -237,11 +242,11 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
     println!();
     println!("  The SMTP server saw:");
     {
-        let seen = sink.seen();
-        for (rcpt, code) in seen.rcpts.iter().filter(|(_, c)| *c != 250) {
+        let (answered, messages) = (sink.answered(), sink.received());
+        for (rcpt, code) in answered.iter().filter(|(_, c)| *c != 250) {
             println!("    RCPT TO:<{rcpt}> answered {code}");
         }
-        for (i, m) in seen.messages.iter().enumerate() {
+        for (i, m) in messages.iter().enumerate() {
             println!(
                 "    message {}: <{}> -> {}: \"{}\" ({} bytes)",
                 i + 1,
@@ -251,8 +256,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
                 m.data.len()
             );
         }
-        if let Some(m) = seen
-            .messages
+        if let Some(m) = messages
             .iter()
             .find(|m| m.subject() == "demo 5: a lone dot")
         {
@@ -328,7 +332,7 @@ pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
         "  All as expected, in {:.1} s: {} messages to {} recipients delivered, \
          busy@example.net deferred, nobody@example.org bounced.",
         started.elapsed().as_secs_f64(),
-        sink.seen().messages.len(),
+        sink.received().len(),
         EXPECTED_DELIVERIES.len()
     );
     println!("  {spool_note}");
@@ -476,20 +480,22 @@ impl Demo {
             .env_remove("MM_HOST")
             .env_remove("MM_TEST_NOW")
             .env_remove("MM_TEST_CLOCK_OFFSET")
-            .env_remove("MM_TEST_CRASH_AT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match stdin {
+            .env_remove("MM_TEST_CRASH_AT");
+        let input = match stdin {
             Some(path) => {
-                let f = std::fs::File::open(self.dir.join(path))
-                    .with_context(|| format!("cannot open {path}"))?;
-                cmd.stdin(f);
+                std::fs::read(self.dir.join(path)).with_context(|| format!("cannot read {path}"))?
             }
-            None => {
-                cmd.stdin(Stdio::null());
-            }
-        }
-        run_with_timeout(cmd, name)
+            None => Vec::new(),
+        };
+        // xtask's one runner of commands: fed and drained in threads, killed
+        // after the time limit.
+        let done = crate::e2e::sys::run(&mut cmd, &input, TOOL_TIMEOUT)
+            .with_context(|| format!("{name} failed to run"))?;
+        Ok(Captured {
+            status: done.status,
+            stdout: done.out(),
+            stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        })
     }
 }
 
@@ -499,51 +505,11 @@ struct Captured {
     stderr: String,
 }
 
-/// Runs `cmd`, killing it (and failing) after [`TOOL_TIMEOUT`].
-fn run_with_timeout(mut cmd: Command, name: &str) -> anyhow::Result<Captured> {
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {name}"))?;
-    // Read both pipes while waiting, so a chatty tool never blocks on a full pipe.
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{name} did not finish within {} s; killed",
-                TOOL_TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Captured {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-/// Reads `r` to its end in a thread.
-fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
 /// What the SMTP server should have seen and did not, or saw and should not have.
-fn check_server(sink: &Sink) -> Vec<String> {
-    let seen = sink.seen();
+fn check_server(sink: &MailServer) -> Vec<String> {
+    let (answered_all, messages) = (sink.answered(), sink.received());
     let mut problems = Vec::new();
-    let mut got: Vec<(String, String)> = seen
-        .messages
+    let mut got: Vec<(String, String)> = messages
         .iter()
         .flat_map(|m| m.rcpts.iter().map(|r| (m.subject(), r.clone())))
         .collect();
@@ -573,7 +539,7 @@ fn check_server(sink: &Sink) -> Vec<String> {
         ));
     }
     let answered = |rcpt: &str, code: u16| {
-        seen.rcpts
+        answered_all
             .iter()
             .filter(|(r, c)| r == rcpt && *c == code)
             .count()
@@ -585,8 +551,7 @@ fn check_server(sink: &Sink) -> Vec<String> {
         problems.push("nobody@example.org was not tried exactly once (550)".into());
     }
     // A missing message was reported above.
-    if let Some(m) = seen
-        .messages
+    if let Some(m) = messages
         .iter()
         .find(|m| m.subject() == "demo 5: a lone dot")
     {

@@ -66,7 +66,7 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// files) to look at afterwards.
 pub fn run(root: &Path, keep: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    if !is_root()? {
+    if !is_root() {
         bail!(
             "cargo xtask e2e must run as root: it adds the pipe's system user and starts \
              a private Postfix"
@@ -644,17 +644,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Whether we run as root (effective uid 0), from /proc (std has no geteuid).
-pub(crate) fn is_root() -> anyhow::Result<bool> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .context("/proc/self/status has no Uid: line")?;
-    Ok(euid == "0")
-}
+/// Whether we run as root (effective uid 0), as the tests decide it.
+pub(crate) use mm_e2e::is_root;
 
 /// After a failure: the tail of Postfix's log, and smtp-sink's complaints.
 fn print_diagnostics(dir: &Path) {

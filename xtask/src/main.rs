@@ -4,6 +4,10 @@
 //!
 //! One subcommand per task, one module per subcommand:
 //!
+//! * `test`: the README's test command (CI's too): install what the tests
+//!   need when root, or say what is missing; `cargo build --workspace`,
+//!   `cargo test --workspace`, with the tests that need root or strace run
+//!   where they can, and a count of them.
 //! * `man [--check]`: render `man/mm-*.1` from each tool's clap `Cli` plus the
 //!   hand-written sections in `src/man/`; `--check` only compares (CI, and the
 //!   `#[test]` in `man.rs`).
@@ -24,12 +28,17 @@
 //! Tasks never depend on the current directory: paths come from
 //! [`project_root`].
 
+// The chores measure the real world (benchmarks, clock skew on a cluster):
+// the wall clock is theirs to read; only the tools go through mm_core::clock.
+#![allow(clippy::disallowed_methods)]
+
 mod bench;
 mod cluster;
 mod completions;
 mod demo;
 mod e2e;
 mod man;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +55,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// The README's test command: install what the tests need (root and apt) or say what is
+    /// missing, build, run the whole suite, the root and strace tests where they can run.
+    Test,
     /// Render the man pages into man/ (generated files, committed).
     Man {
         /// Change nothing; fail if a committed page differs from what would be rendered.
@@ -142,6 +154,7 @@ pub fn project_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::Test => test::run(&project_root()),
         Task::Man { check } => man::run(&project_root(), check),
         Task::Completions { out } => completions::run(&project_root(), out),
         Task::Demo { keep } => demo::run(&project_root(), keep),

@@ -6,8 +6,9 @@
 //! The rest is hand-written, one module per tool in `man/` (a [`Page`]) plus
 //! the parts every tool shares in `man/common.rs`: more DESCRIPTION, then
 //! EXAMPLES, EXIT STATUS, FILES, ENVIRONMENT, SECURITY and SEE ALSO (Postfix's
-//! section list). The tools' `after_help` text is for `--help` and is not
-//! rendered here: the EXAMPLES say the same with more room.
+//! section list). EXAMPLES and EXIT STATUS are kept with each tool
+//! (`mm_TOOL::EXAMPLES`, `mm_TOOL::EXIT_STATUS`), whose `--help` shows the
+//! same words.
 //!
 //! The pages are generated files and are committed. `--check` renders them in
 //! memory and fails, one line per stale or missing file, if any differs from
@@ -61,13 +62,9 @@ pub enum Block {
     Item(&'static str, &'static str),
 }
 
-/// One example: what it does, then the command lines, shown verbatim.
-pub struct Example {
-    /// One sentence.
-    pub what: &'static str,
-    /// The lines, without marks.
-    pub lines: &'static [&'static str],
-}
+/// One example: what it does, then the command lines, shown verbatim (kept
+/// with each tool, which shows them in `--help` too).
+pub use mm_core::cli::Example;
 
 /// The hand-written part of `tool`'s page.
 fn page(tool: &str) -> &'static Page {

@@ -767,9 +767,11 @@ pub fn publish(queue: &Queue, entry: &Entry) -> Result<()> {
 /// Moves an entry that cannot be decoded (or read) to bad/ with a reason.
 ///
 /// A readable file becomes a wrapper entry that keeps the original bytes
-/// untouched in `original` and the reason in its quarantine record; the wrapper
-/// is written in full before the claimed file is removed. A file that cannot
-/// even be read is renamed as it is; its reason is that it cannot be read.
+/// untouched in `original` and the reason in its quarantine record: the
+/// claim is renamed into bad/ (still ours), the wrapper replaces its content
+/// by write-fsync-rename, and a last rename makes it preserved, so there is
+/// one file at every instant. A file that cannot even be read is renamed as
+/// it is; its reason is that it cannot be read.
 #[allow(clippy::too_many_arguments)]
 fn quarantine_raw(
     spool: &Spool,

@@ -54,8 +54,8 @@ pub struct SelectArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub younger_than: Option<std::time::Duration>,
     /// In state STATE (repeatable): queued, deferred, claimed, preserved, writing.
-    #[arg(long = "state", value_name = "STATE", value_parser = ["queued", "deferred", "claimed", "preserved", "writing"])]
-    pub states: Vec<String>,
+    #[arg(long = "state", value_name = "STATE", value_parser = words::<crate::report::ShownState, 5>(crate::report::ShownState::ALL.map(|s| s.as_str())))]
+    pub states: Vec<crate::report::ShownState>,
     /// The last error, quarantine reason or a recipient's last reply contains TEXT.
     #[arg(long, value_name = "TEXT")]
     pub error: Option<String>,
@@ -79,6 +79,87 @@ impl SelectArgs {
             slice: self.slice,
         }
     }
+}
+
+/// A clap parser of one of `words` into the type they name (the possible
+/// values listed in `--help` as with a plain list of strings).
+pub fn words<T, const N: usize>(
+    words: [&'static str; N],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(words)
+        .map(|w: String| w.parse::<T>().expect("a possible value parses"))
+}
+
+/// One example of a tool: what it does (one sentence; `` `code` `` and
+/// `*name*` marks, which the man page sets in bold and italics), then the
+/// command lines, verbatim. Kept once, next to each tool's `Cli`, for its
+/// `--help` ([`after_help`]) and its man page's EXAMPLES (`cargo xtask man`).
+#[derive(Clone, Copy, Debug)]
+pub struct Example {
+    /// One sentence.
+    pub what: &'static str,
+    /// The lines, without marks.
+    pub lines: &'static [&'static str],
+}
+
+/// What 64 means, the same for every tool ([`run_main`]).
+pub const USAGE_STATUS: &str = "A usage error: an unknown option, a missing or malformed value \
+    (clap's own status, 2, is never used).";
+
+/// What 70 means, the same for every tool.
+pub const SOFTWARE_STATUS: &str = "An internal error: a bug. Please report it with the message.";
+
+/// A tool's `--help` epilogue: its examples, its exit statuses (the same
+/// words as its man page, without the marks), then `notes`.
+pub fn after_help(examples: &[Example], exit: &[(u8, &str)], notes: &str) -> String {
+    let plain = |t: &str| t.replace(['`', '*'], "");
+    let mut s = String::from("Examples:\n");
+    for ex in examples {
+        s.push_str(&wrap(&plain(ex.what), "  ", "  "));
+        for line in ex.lines {
+            s.push_str("    ");
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s.push_str("\nExit status:\n");
+    for (code, meaning) in exit {
+        s.push_str(&wrap(&plain(meaning), &format!("  {code:<4}"), "      "));
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+        s.push_str(notes);
+    }
+    s.trim_end().to_string()
+}
+
+/// `text` folded at 80 columns, the first line after `first`, the others
+/// after `rest`; ends with a newline.
+fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// Parses `--slice K/N`.
@@ -113,9 +194,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return e.kind().exit_code();
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            return Error::io("", std::path::Path::new(""), std::io::Error::from(e.kind()))
-                .kind()
-                .exit_code();
+            return crate::ErrorKind::of_io(e.kind()).exit_code();
         }
     }
     exit::SOFTWARE
@@ -133,18 +212,49 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// The whole `main` of a tool: parse `C`, call `run`, map the outcome to an exit status.
 pub fn run_main<C: clap::Parser>(name: &str, run: fn(C) -> anyhow::Result<u8>) -> ExitCode {
-    run_main_mapped(name, run, |code| code)
+    main_body(name, run, |code| code)
 }
 
-/// [`run_main`], with every failure's status (a usage error's 64 included,
-/// not `--help`'s or `--version`'s 0) passed through `map`: mm-enqueue turns
-/// all but bad data into 75, so that an MTA defers rather than bounces.
+/// [`run_main`] for a tool with its own exit statuses, given here once:
+/// every failure's status (a usage error's 64 included, not `--help`'s or
+/// `--version`'s 0) is passed through `map`, and so is a panic's (a bug:
+/// 70, not Rust's 101). mm-enqueue turns all but bad data into 75, so that
+/// an MTA defers rather than bounces.
 pub fn run_main_mapped<C: clap::Parser>(
     name: &str,
     run: fn(C) -> anyhow::Result<u8>,
     map: fn(u8) -> u8,
 ) -> ExitCode {
-    let cli = match C::try_parse() {
+    std::panic::catch_unwind(|| main_body(name, run, map))
+        .unwrap_or_else(|_| ExitCode::from(map(exit::SOFTWARE)))
+}
+
+/// The parsed command line of this process, kept by the shared main for
+/// what the derived `Cli` does not carry (the positions of values: see
+/// [`matches`]).
+static MATCHES: std::sync::OnceLock<clap::ArgMatches> = std::sync::OnceLock::new();
+
+/// The command line as clap parsed it in the shared main, for a tool that
+/// needs more than its `Cli` (mm-runq: the order of `--exec` and `--filter`,
+/// from `indices_of`); `None` for a `Cli` built otherwise (a unit test).
+pub fn matches() -> Option<&'static clap::ArgMatches> {
+    MATCHES.get()
+}
+
+/// `C::try_parse`, keeping the matches for [`matches`].
+fn parse<C: clap::Parser>() -> Result<C, clap::Error> {
+    let matches = C::command().try_get_matches()?;
+    let cli = C::from_arg_matches(&matches).map_err(|e| e.format(&mut C::command()))?;
+    let _ = MATCHES.set(matches);
+    Ok(cli)
+}
+
+fn main_body<C: clap::Parser>(
+    name: &str,
+    run: fn(C) -> anyhow::Result<u8>,
+    map: fn(u8) -> u8,
+) -> ExitCode {
+    let cli = match parse::<C>() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;
@@ -194,13 +304,7 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// Folds a message onto one line.
-pub fn one_line(s: &str) -> String {
-    s.split(['\n', '\r'])
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ")
-}
+pub use crate::report::one_line;
 
 #[cfg(test)]
 mod tests {
@@ -211,6 +315,25 @@ mod tests {
         assert_eq!(parse_size("10M").unwrap(), 10 << 20);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("ten").is_err());
+    }
+
+    #[test]
+    fn help_text_is_folded_at_80_columns_under_its_tag() {
+        let s = wrap(&"word ".repeat(30), "  75  ", "      ");
+        assert!(s.lines().all(|l| l.chars().count() <= 80), "{s}");
+        assert!(s.starts_with("  75  word") && s.lines().skip(1).all(|l| l.starts_with("      w")));
+        let h = after_help(
+            &[Example {
+                what: "A `thing`:",
+                lines: &["mm-x --y"],
+            }],
+            &[(0, "Done.")],
+            "More.",
+        );
+        assert_eq!(
+            h,
+            "Examples:\n  A thing:\n    mm-x --y\n\nExit status:\n  0   Done.\n\nMore."
+        );
     }
 
     #[test]

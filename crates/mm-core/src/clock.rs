@@ -77,11 +77,6 @@ pub fn from_secs(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-/// "3h 2m" style age of a Unix time, rounded to seconds; "0s" for the future.
-pub fn age(secs: u64, now: u64) -> String {
-    humantime::format_duration(Duration::from_secs(now.saturating_sub(secs))).to_string()
-}
-
 /// RFC 3339 rendering (UTC, seconds) of a Unix time.
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(from_secs(secs)).to_string()

@@ -75,9 +75,17 @@ pub struct Recipient {
     /// When the state last changed (Unix seconds).
     #[serde(default)]
     pub updated: Option<u64>,
+    /// A failed recipient whose bounce record was written (so that no second
+    /// one is). Not written while false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bounced: bool,
     /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Metadata of an entry.
@@ -160,11 +168,47 @@ pub struct Bounce {
     pub original_id: String,
     /// The queue it was in.
     pub original_queue: String,
-    /// Why they failed: "refused" or "expired".
+    /// Why they failed: [`BounceReason`]'s word, "refused" or "expired".
     pub reason: String,
     /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Why the recipients of a bounce record failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BounceReason {
+    /// The server refused them (5xx).
+    Refused,
+    /// They were still deferred at the give-up time.
+    Expired,
+}
+
+impl BounceReason {
+    /// The word on disk (`Bounce::reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceReason::Refused => "refused",
+            BounceReason::Expired => "expired",
+        }
+    }
+
+    /// The last reply kept for a recipient that expired: the word, then
+    /// `detail`. [`BounceReason::of`] reads it back.
+    pub fn expired_reply(detail: &str) -> String {
+        format!("{}: {detail}", BounceReason::Expired.as_str())
+    }
+
+    /// Why failed recipient `r` failed, from the reply it keeps (a bounce
+    /// record may be written by a later run than the one that failed it).
+    pub fn of(r: &Recipient) -> BounceReason {
+        match r.last_reply.as_deref() {
+            Some(reply) if reply.starts_with(BounceReason::Expired.as_str()) => {
+                BounceReason::Expired
+            }
+            _ => BounceReason::Refused,
+        }
+    }
 }
 
 /// One line of an entry's history.
@@ -216,6 +260,7 @@ impl Entry {
             recipients: recipients
                 .iter()
                 .map(|a| Recipient {
+                    bounced: false,
                     address: a.clone(),
                     state: RcptState::Pending,
                     attempts: 0,

@@ -61,6 +61,17 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind of an I/O error, by its errno: a missing permission is
+    /// [`ErrorKind::Permission`], a missing file [`ErrorKind::NotFound`],
+    /// everything else (ENOSPC, EIO, EROFS, ...) [`ErrorKind::Temporary`].
+    pub fn of_io(kind: io::ErrorKind) -> ErrorKind {
+        match kind {
+            io::ErrorKind::PermissionDenied => ErrorKind::Permission,
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Temporary,
+        }
+    }
+
     /// The sysexits code a tool exits with for this kind.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -73,6 +84,18 @@ impl ErrorKind {
             ErrorKind::Internal => exit::SOFTWARE,
         }
     }
+}
+
+/// The exit status of a batch (mm-recover, mm-unbad, a cron run of mm-runq)
+/// that kept going past failing items, given the kinds of those failures:
+/// 0 without any, else the highest of their codes, so that a failure worth
+/// retrying (75) wins over a missing entry (66).
+pub fn batch_exit_code(failures: impl IntoIterator<Item = ErrorKind>) -> u8 {
+    failures
+        .into_iter()
+        .map(ErrorKind::exit_code)
+        .max()
+        .unwrap_or(exit::OK)
 }
 
 /// An error of the core: a kind, a message naming the path or entry, and the cause.
@@ -97,16 +120,10 @@ impl Error {
     }
 
     /// An I/O error on `path`, doing `what` ("cannot create", "cannot rename ..."), classified
-    /// by its errno: a missing permission is [`ErrorKind::Permission`], a missing file
-    /// [`ErrorKind::NotFound`], everything else (ENOSPC, EIO, EROFS, ...) [`ErrorKind::Temporary`].
+    /// by its errno ([`ErrorKind::of_io`]).
     pub fn io(what: impl fmt::Display, path: &Path, err: io::Error) -> Error {
-        let kind = match err.kind() {
-            io::ErrorKind::PermissionDenied => ErrorKind::Permission,
-            io::ErrorKind::NotFound => ErrorKind::NotFound,
-            _ => ErrorKind::Temporary,
-        };
         Error {
-            kind,
+            kind: ErrorKind::of_io(err.kind()),
             message: format!("{what} {}", path.display()),
             source: Some(err),
         }
@@ -126,14 +143,6 @@ impl Error {
     /// The underlying I/O error, if any.
     pub fn io_error(&self) -> Option<&io::Error> {
         self.source.as_ref()
-    }
-
-    /// Whether the underlying cause is "no such file" (a lost claim race, for instance).
-    pub fn is_not_found(&self) -> bool {
-        self.source
-            .as_ref()
-            .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
-            || (self.source.is_none() && self.kind == ErrorKind::NotFound)
     }
 }
 
@@ -177,6 +186,16 @@ mod tests {
         assert_eq!(ErrorKind::Invalid.exit_code(), 65);
         assert_eq!(ErrorKind::Permission.exit_code(), 77);
         assert_eq!(ErrorKind::NotFound.exit_code(), 66);
+    }
+
+    #[test]
+    fn a_batch_exits_with_its_most_urgent_failure() {
+        assert_eq!(batch_exit_code([]), 0);
+        assert_eq!(batch_exit_code([ErrorKind::NotFound]), 66);
+        assert_eq!(
+            batch_exit_code([ErrorKind::NotFound, ErrorKind::Busy, ErrorKind::NotFound]),
+            75
+        );
     }
 
     #[test]

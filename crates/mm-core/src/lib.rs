@@ -21,7 +21,7 @@
 //! # Modules
 //!
 //! * [`spool`]: the root, queues and their directories; [`id`]: ids and file
-//!   names; [`entry`]: the content; [`slice`]: shares of a queue;
+//!   names; [`entry`]: the content; [`slice`](mod@slice): shares of a queue;
 //! * [`enqueue`]: new entries; [`scan`]: listing; [`claim`]: ownership and the
 //!   moves of a claimed entry; [`recover`]: dead runners' claims;
 //! * [`runner`], [`pipeline`], [`retry`], [`delivery`]: processing;
@@ -50,6 +50,7 @@ pub mod retry;
 pub mod runner;
 pub mod scan;
 pub mod select;
+pub mod shape;
 pub mod slice;
 pub mod spool;
 pub mod unbad;

@@ -54,13 +54,88 @@ impl Default for RecoverOptions {
     }
 }
 
+/// What recovery did with one file; written in JSON and text as
+/// `recovered`, `quarantined`, `busy`, `removed-tmp`, `foreign`, `failed`.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A dead runner's claim, taken back and put back as queued.
+    Recovered,
+    /// A dead runner's claim that went to bad/.
+    Quarantined,
+    /// A live runner's claim, left alone.
+    Busy,
+    /// A temporary file nobody will finish, removed.
+    RemovedTmp,
+    /// A file that is not the spool's, left alone.
+    Foreign,
+    /// Something could not be done (the run exits 75).
+    Failed,
+}
+
+impl Verdict {
+    /// Every verdict, in the order the text summary counts them.
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Recovered,
+        Verdict::Quarantined,
+        Verdict::Busy,
+        Verdict::RemovedTmp,
+        Verdict::Foreign,
+        Verdict::Failed,
+    ];
+
+    /// The word that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Recovered => "recovered",
+            Verdict::Quarantined => "quarantined",
+            Verdict::Busy => "busy",
+            Verdict::RemovedTmp => "removed-tmp",
+            Verdict::Foreign => "foreign",
+            Verdict::Failed => "failed",
+        }
+    }
+
+    /// The kind of failure it is for the run's exit status, if any.
+    pub fn failure(self) -> Option<crate::ErrorKind> {
+        (self == Verdict::Failed).then_some(crate::ErrorKind::Temporary)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many of each [`Verdict`] a run gave, and so its exit status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary(std::collections::BTreeMap<Verdict, u64>);
+
+impl Summary {
+    /// Counts one.
+    pub fn count(&mut self, v: Verdict) {
+        *self.0.entry(v).or_default() += 1;
+    }
+
+    /// How many of `v`.
+    pub fn get(&self, v: Verdict) -> u64 {
+        self.0.get(&v).copied().unwrap_or(0)
+    }
+
+    /// The run's exit status: 75 if anything failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        crate::error::batch_exit_code(self.0.keys().filter_map(|v| v.failure()))
+    }
+}
+
 /// One thing recovery did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Action {
     /// Schema version of the JSON form.
     pub schema: u32,
-    /// recovered, quarantined, busy, removed-tmp, foreign, failed.
-    pub action: &'static str,
+    /// What was done.
+    pub action: Verdict,
     /// The queue.
     pub queue: String,
     /// The entry id, if it is an entry.
@@ -91,7 +166,7 @@ pub fn recover_queue(
         }
         Item::Foreign { path, why } => f(Action {
             schema: crate::report::SCHEMA,
-            action: "foreign",
+            action: Verdict::Foreign,
             queue: queue.name().to_string(),
             id: None,
             path,
@@ -146,12 +221,12 @@ pub fn recover_queue(
                     && let Err(e) = std::fs::remove_file(&path)
                 {
                     if e.kind() != std::io::ErrorKind::NotFound {
-                        f(act("failed", format!("cannot remove: {e}")));
+                        f(act(Verdict::Failed, format!("cannot remove: {e}")));
                     }
                     continue;
                 }
                 f(act(
-                    "removed-tmp",
+                    Verdict::RemovedTmp,
                     "never acknowledged; nothing is lost".into(),
                 ));
             }
@@ -161,7 +236,7 @@ pub fn recover_queue(
             Liveness::Alive(h) => {
                 live.insert(holder.clone());
                 f(act(
-                    "busy",
+                    Verdict::Busy,
                     format!("held by {} pid {} ({})", h.host, h.pid, h.what),
                 ))
             }
@@ -170,21 +245,24 @@ pub fn recover_queue(
                     // Say what the real run would do, from the content.
                     let (action, detail) = match crate::report::read_for_view(&path).1 {
                         Ok(e) if e.meta.recoveries + 1 > opts.max_recoveries => (
-                            "quarantined",
+                            Verdict::Quarantined,
                             format!(
                                 "would go to bad: crashed its runner {} times ({why})",
                                 e.meta.recoveries + 1
                             ),
                         ),
                         Ok(e) => (
-                            "recovered",
+                            Verdict::Recovered,
                             format!(
                                 "would be taken back ({why}); recovery {} of {}",
                                 e.meta.recoveries + 1,
                                 opts.max_recoveries
                             ),
                         ),
-                        Err(err) => ("quarantined", format!("would go to bad: {err} ({why})")),
+                        Err(err) => (
+                            Verdict::Quarantined,
+                            format!("would go to bad: {err} ({why})"),
+                        ),
                     };
                     f(act(action, detail));
                     continue;
@@ -192,7 +270,7 @@ pub fn recover_queue(
                 match take_back(spool, queue, &name, place, me, opts, &why) {
                     Ok(Some((action, detail))) => f(act(action, detail)),
                     Ok(None) => {}
-                    Err(e) => f(act("failed", e.to_string())),
+                    Err(e) => f(act(Verdict::Failed, e.to_string())),
                 }
             }
         }
@@ -240,10 +318,10 @@ fn take_back(
     me: &Registration,
     opts: &RecoverOptions,
     why: &str,
-) -> Result<Option<(&'static str, String)>> {
+) -> Result<Option<(Verdict, String)>> {
     let claimed = match Claim::take(spool, queue, name, place, me.token())? {
         Claimed::Lost => return Ok(None),
-        Claimed::Quarantined(reason) => return Ok(Some(("quarantined", reason))),
+        Claimed::Quarantined(reason) => return Ok(Some((Verdict::Quarantined, reason))),
         Claimed::Entry(c) => c,
     };
     let c = *claimed;
@@ -273,7 +351,7 @@ fn settle(
     mut c: Claim,
     opts: &RecoverOptions,
     why: &str,
-) -> Result<(&'static str, String)> {
+) -> Result<(Verdict, String)> {
     let now = clock::now_secs();
     c.entry.meta.recoveries += 1;
     let n = c.entry.meta.recoveries;
@@ -284,7 +362,7 @@ fn settle(
     if n > opts.max_recoveries {
         let reason = format!("crashed its runner {n} times");
         c.quarantine(spool, queues::BAD, &reason)?;
-        return Ok(("quarantined", reason));
+        return Ok((Verdict::Quarantined, reason));
     }
     if is_quarantine(queue) {
         // An mm-unbad (or a quarantine) that died half-way: the entry stays
@@ -300,13 +378,13 @@ fn settle(
         }
         c.preserve()?;
         return Ok((
-            "recovered",
+            Verdict::Recovered,
             format!("{why}; kept preserved in {}", queue.name()),
         ));
     }
     c.release(None)?;
     Ok((
-        "recovered",
+        Verdict::Recovered,
         format!("{why}; recovery {n} of {}", opts.max_recoveries),
     ))
 }

@@ -47,13 +47,6 @@ pub struct QueueSummary {
     pub bytes: Option<u64>,
 }
 
-impl QueueSummary {
-    /// Entries in any state.
-    pub fn total(&self) -> u64 {
-        self.queued + self.deferred + self.claimed + self.preserved + self.writing
-    }
-}
-
 /// Counts the entries of `queue` that `sel` selects, at time `now`. With only
 /// name flags (state, age, slice) no entry is opened, nor, without `sizes`,
 /// even looked at; content flags read each candidate read-only.
@@ -118,14 +111,9 @@ pub fn select_entries(queue: &Queue, sel: &Selector, now: u64) -> crate::Result<
     let mut out = Vec::with_capacity(found.len());
     for (name, place) in found {
         let path = queue.found_path(&name, place);
-        let (size, entry) = read_for_view(&path);
-        if entry
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.contains("No such file"))
-        {
+        let Ok((size, entry)) = read_unless_gone(&path) else {
             continue;
-        }
+        };
         let keep = match &entry {
             Ok(e) => sel.matches_entry(e),
             Err(why) => sel.matches_unreadable(why),
@@ -155,12 +143,77 @@ pub struct Selected {
     pub entry: Result<Entry, String>,
 }
 
+/// The state an entry is shown in (and selected by, `--state`): its file
+/// name's [`State`], with a queued entry not yet due shown as deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShownState {
+    /// `.pck`, due.
+    Queued,
+    /// `.pck`, due later.
+    Deferred,
+    /// `.bak`.
+    Claimed,
+    /// `.psv`.
+    Preserved,
+    /// `.tmp`.
+    Writing,
+}
+
+impl ShownState {
+    /// Every state, in the order `--state` lists them.
+    pub const ALL: [ShownState; 5] = [
+        ShownState::Queued,
+        ShownState::Deferred,
+        ShownState::Claimed,
+        ShownState::Preserved,
+        ShownState::Writing,
+    ];
+
+    /// The state of the entry named `name` at time `now`.
+    pub fn of(name: &FileName, now: u64) -> ShownState {
+        match name.state {
+            State::Queued if name.due.is_some_and(|d| d > now) => ShownState::Deferred,
+            State::Queued => ShownState::Queued,
+            State::Claimed => ShownState::Claimed,
+            State::Preserved => ShownState::Preserved,
+            State::Writing => ShownState::Writing,
+        }
+    }
+
+    /// The word shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShownState::Deferred => "deferred",
+            ShownState::Queued => State::Queued.label(),
+            ShownState::Claimed => State::Claimed.label(),
+            ShownState::Preserved => State::Preserved.label(),
+            ShownState::Writing => State::Writing.label(),
+        }
+    }
+}
+
+impl std::str::FromStr for ShownState {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<ShownState> {
+        ShownState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| crate::Error::new(crate::ErrorKind::Usage, format!("no state {s:?}")))
+    }
+}
+
+/// Folds a message onto one line.
+pub fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// The state shown for a file name: `deferred` for a queued entry not yet due.
 pub fn state_label(name: &FileName, now: u64) -> &'static str {
-    match name.state {
-        State::Queued if name.due.is_some_and(|d| d > now) => "deferred",
-        s => s.label(),
-    }
+    ShownState::of(name, now).as_str()
 }
 
 /// Who holds a claim, as shown.
@@ -392,12 +445,19 @@ pub fn view(
 
 /// Reads and decodes the entry at `path` for display (never modifies it).
 pub fn read_for_view(path: &Path) -> (u64, Result<Entry, String>) {
+    read_unless_gone(path).unwrap_or_else(|gone| (0, Err(gone.to_string())))
+}
+
+/// [`read_for_view`], except that a file that is gone (it moved on between
+/// the listing and the read) is the error: the caller skips it.
+pub fn read_unless_gone(path: &Path) -> crate::Result<(u64, Result<Entry, String>)> {
     match crate::fsx::read_entry_file(path) {
-        Ok(bytes) => (
+        Ok(bytes) => Ok((
             bytes.len() as u64,
             Entry::decode(&bytes).map_err(|e| e.to_string()),
-        ),
-        Err(e) => (0, Err(e.to_string())),
+        )),
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Err(e),
+        Err(e) => Ok((0, Err(e.to_string()))),
     }
 }
 

@@ -34,7 +34,7 @@ use crate::claim::{self, Claim, Claimed, Registration};
 use crate::clock;
 use crate::delivery::{Deliver, Discard, Mail, Maildir, RcptResult, Verdict};
 use crate::destination;
-use crate::entry::{Bounce, Entry, RcptState};
+use crate::entry::{Bounce, BounceReason, Entry, RcptState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsx::{self, Floor};
 use crate::id::{EntryId, FileName, State};
@@ -160,6 +160,12 @@ impl Stats {
     /// Entries dealt with.
     pub fn entries(&self) -> u64 {
         self.finished + self.passed + self.deferred + self.quarantined + self.shunted
+    }
+
+    /// The run's exit status: entries that met a local error were put back
+    /// (temporary: 75, cron's next run tries again), else 0.
+    pub fn exit_code(&self) -> u8 {
+        crate::error::batch_exit_code((self.errors > 0).then_some(crate::ErrorKind::Temporary))
     }
 }
 
@@ -569,7 +575,7 @@ fn recover_own_slice(sh: &Shared) -> Result<()> {
     };
     let me = sh.me();
     recover::recover_queue(&sh.spool, &sh.queue, &me, &opts, &mut |a| {
-        if a.action != "busy" {
+        if a.action != crate::recover::Verdict::Busy {
             sh.log.line(&format!(
                 "{} {} {}: {} ({})",
                 sh.cfg.queue,
@@ -1342,17 +1348,14 @@ fn expire(retry: &RetryPolicy, entry: &mut Entry, summary: &mut AttemptSummary) 
     {
         r.state = RcptState::Failed;
         let last = r.last_reply.take().unwrap_or_else(|| "no reply".into());
-        r.last_reply = Some(format!(
-            "{EXPIRED}: gave up after {horizon}; last reply: {last}"
-        ));
+        r.last_reply = Some(BounceReason::expired_reply(&format!(
+            "gave up after {horizon}; last reply: {last}"
+        )));
         r.updated = Some(now);
         summary.deferred = summary.deferred.saturating_sub(1);
         summary.failed += 1;
     }
 }
-
-/// The prefix of an expired recipient's last reply.
-const EXPIRED: &str = "expired";
 
 /// Where an entry goes once its attempt is over.
 enum Disposal {
@@ -1408,7 +1411,7 @@ fn dispose(
         .recipients
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.state == RcptState::Failed && !r.extra.contains_key(BOUNCED))
+        .filter(|(_, r)| r.state == RcptState::Failed && !r.bounced)
         .map(|(i, _)| i)
         .collect();
     if !new_failures.is_empty() {
@@ -1423,9 +1426,7 @@ fn dispose(
             || claim::publish(&bounces, &record),
         )?;
         for i in new_failures {
-            c.entry.recipients[i]
-                .extra
-                .insert(BOUNCED.into(), rmpv::Value::Boolean(true));
+            c.entry.recipients[i].bounced = true;
         }
     }
     st.rcpt_delivered += summary.delivered;
@@ -1563,9 +1564,6 @@ fn shunt(
     Ok(format!("{qname} {id} shunted: {reason}"))
 }
 
-/// Marks a failed recipient whose bounce record was written.
-const BOUNCED: &str = "bounced";
-
 #[derive(Default)]
 struct AttemptSummary {
     delivered: u64,
@@ -1636,24 +1634,23 @@ fn bounce_record(queue: &str, entry: &Entry, failed: &[usize]) -> Entry {
         dst.last_reply = src.last_reply.clone();
         dst.updated = src.updated;
         // The record itself must not bounce again when a runner works bounces/.
-        dst.extra.insert(BOUNCED.into(), rmpv::Value::Boolean(true));
+        dst.bounced = true;
     }
-    let expired = failed.iter().any(|&i| {
-        entry.recipients[i]
-            .last_reply
-            .as_deref()
-            .is_some_and(|r| r.starts_with(EXPIRED))
-    });
+    let expired = failed
+        .iter()
+        .any(|&i| BounceReason::of(&entry.recipients[i]) == BounceReason::Expired);
     b.meta.list = entry.meta.list.clone();
     b.meta.kv = entry.meta.kv.clone();
     b.meta.bounce = Some(Bounce {
         original_id: entry.id.clone(),
         original_queue: queue.to_string(),
         reason: if expired {
-            EXPIRED.into()
+            BounceReason::Expired
         } else {
-            "refused".into()
-        },
+            BounceReason::Refused
+        }
+        .as_str()
+        .into(),
         extra: Default::default(),
     });
     b

@@ -163,7 +163,8 @@ impl Queue {
     }
 }
 
-fn bucket_of(b: &[u8]) -> Option<u8> {
+/// The bucket a directory name is (`00` to `ff`, lowercase), if it is one.
+pub fn bucket_of(b: &[u8]) -> Option<u8> {
     let h = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

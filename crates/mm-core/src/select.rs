@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::entry::Entry;
 use crate::id::FileName;
-use crate::report::state_label;
+use crate::report::ShownState;
 use crate::slice::Slice;
 
 /// A selection of entries.
@@ -40,7 +40,7 @@ pub struct Selector {
     /// At most this old.
     pub younger_than: Option<Duration>,
     /// One of these states.
-    pub states: Vec<String>,
+    pub states: Vec<ShownState>,
     /// Substring of an error or reply.
     pub error: Option<String>,
     /// A slice.
@@ -75,7 +75,7 @@ impl Selector {
         {
             return false;
         }
-        if !self.states.is_empty() && !self.states.iter().any(|s| s == state_label(name, now)) {
+        if !self.states.is_empty() && !self.states.contains(&ShownState::of(name, now)) {
             return false;
         }
         self.slice.is_none_or(|s| s.contains(name.id.hash_prefix()))
@@ -191,7 +191,7 @@ mod tests {
         let name = FileName::deferred(EntryId::from_parts(1_000_000_000, [0x10; 20]), Some(5_000));
         let s = Selector {
             older_than: Some(Duration::from_secs(60)),
-            states: vec!["deferred".into()],
+            states: vec![ShownState::Deferred],
             ..Default::default()
         };
         assert!(!s.needs_content());

@@ -102,17 +102,6 @@ impl Spool {
         }
     }
 
-    /// The root from `--spool`, else `$MM_SPOOL`, else [`DEFAULT_ROOT`].
-    pub fn resolve(flag: Option<&Path>) -> PathBuf {
-        match flag {
-            Some(p) => p.to_path_buf(),
-            None => std::env::var_os("MM_SPOOL")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-        }
-    }
-
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -196,6 +185,24 @@ impl Queue {
         }
         Ok(bd)
     }
+}
+
+/// The queue the entry file at `path` is in, from the path alone: the
+/// directory above its bucket (a name [`crate::scan::bucket_of`] accepts),
+/// or the directory of a file in the drop-in; `None` when that is no valid
+/// queue name.
+pub fn queue_of_path(path: &Path) -> Option<QueueName> {
+    fn name_of(p: Option<&Path>) -> Option<&str> {
+        p.and_then(|d| d.file_name()).and_then(|n| n.to_str())
+    }
+    let parent = path.parent();
+    let in_bucket = name_of(parent).is_some_and(|n| crate::scan::bucket_of(n.as_bytes()).is_some());
+    let dir = if in_bucket {
+        name_of(parent.and_then(Path::parent))
+    } else {
+        name_of(parent)
+    };
+    dir.and_then(|q| QueueName::new(q).ok())
 }
 
 #[cfg(test)]

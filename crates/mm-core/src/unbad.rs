@@ -34,6 +34,53 @@ pub struct UnbadOptions {
     pub dry_run: bool,
 }
 
+/// What became of one id; written in JSON and text as `released`, `busy`,
+/// `not-found`, `failed` (and `skipped`, for an id named but not selected).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Returned to its queue (or, with `dry_run`, would be).
+    Released,
+    /// Held by a runner, left alone.
+    Busy,
+    /// No such entry in the queue.
+    NotFound,
+    /// It could not be released.
+    Failed,
+    /// Named, but the selection leaves it out.
+    Skipped,
+}
+
+impl Outcome {
+    /// The word that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Released => "released",
+            Outcome::Busy => "busy",
+            Outcome::NotFound => "not-found",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// The kind of failure it is for the run's exit status, if any: a
+    /// missing entry is 66, one that is busy or failed 75 (worth retrying).
+    pub fn failure(self) -> Option<crate::ErrorKind> {
+        match self {
+            Outcome::NotFound => Some(crate::ErrorKind::NotFound),
+            Outcome::Busy => Some(crate::ErrorKind::Busy),
+            Outcome::Failed => Some(crate::ErrorKind::Temporary),
+            Outcome::Released | Outcome::Skipped => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one id.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Released {
@@ -41,8 +88,8 @@ pub struct Released {
     pub schema: u32,
     /// The id.
     pub id: String,
-    /// released, busy, not-found, failed.
-    pub result: &'static str,
+    /// What became of it.
+    pub result: Outcome,
     /// The queue it went (or would go) to.
     pub queue: Option<String>,
     /// Details.
@@ -50,7 +97,7 @@ pub struct Released {
 }
 
 impl Released {
-    fn new(id: EntryId, result: &'static str, queue: Option<String>, detail: String) -> Released {
+    fn new(id: EntryId, result: Outcome, queue: Option<String>, detail: String) -> Released {
         Released {
             schema: crate::report::SCHEMA,
             id: id.to_string(),
@@ -97,7 +144,7 @@ pub fn unbad(
             .cloned()
         else {
             f(rep(
-                "not-found",
+                Outcome::NotFound,
                 None,
                 format!("no entry {id} in {}", opts.from),
             ));
@@ -112,14 +159,14 @@ pub fn unbad(
                     opts.from
                 ),
             };
-            f(rep("busy", None, detail));
+            f(rep(Outcome::Busy, None, detail));
             continue;
         }
         match release_one(spool, me, &name, place, opts, now) {
             // With --all, what the selection leaves out is simply not listed.
-            Ok(r) if r.result == "skipped" && ids.is_none() => {}
+            Ok(r) if r.result == Outcome::Skipped && ids.is_none() => {}
             Ok(r) => f(r),
-            Err(e) => f(rep("failed", None, e.to_string())),
+            Err(e) => f(rep(Outcome::Failed, None, e.to_string())),
         }
     }
     Ok(())
@@ -137,17 +184,17 @@ fn release_one(
     let id = name.id;
     let rep = |result, queue, detail| Released::new(id, result, queue, detail);
     if !opts.select.matches_name(name, now) {
-        return Ok(rep("skipped", None, "not selected".into()));
+        return Ok(rep(Outcome::Skipped, None, "not selected".into()));
     }
     if opts.dry_run || opts.select.needs_content() {
         // Look before claiming: the destination and the selection come from the content.
         let (_, entry) = crate::report::read_for_view(&from.found_path(name, place));
         let entry = match entry {
             Ok(e) => e,
-            Err(why) => return Ok(rep("failed", None, why)),
+            Err(why) => return Ok(rep(Outcome::Failed, None, why)),
         };
         if !opts.select.matches_entry(&entry) {
-            return Ok(rep("skipped", None, "not selected".into()));
+            return Ok(rep(Outcome::Skipped, None, "not selected".into()));
         }
         let q = entry.meta.quarantine.as_ref();
         if opts.dry_run {
@@ -158,15 +205,21 @@ fn release_one(
                 .or(q.map(|q| q.from_queue.clone()))
                 .unwrap_or(entry.meta.queue.clone());
             return Ok(rep(
-                "released",
+                Outcome::Released,
                 Some(dest.clone()),
                 format!("would return to {dest}"),
             ));
         }
     }
     let c = match Claim::take(spool, &from, name, place, me.token())? {
-        Claimed::Lost => return Ok(rep("not-found", None, "moved away while we looked".into())),
-        Claimed::Quarantined(reason) => return Ok(rep("failed", None, reason)),
+        Claimed::Lost => {
+            return Ok(rep(
+                Outcome::NotFound,
+                None,
+                "moved away while we looked".into(),
+            ));
+        }
+        Claimed::Quarantined(reason) => return Ok(rep(Outcome::Failed, None, reason)),
         Claimed::Entry(c) => *c,
     };
     let mut c = c;
@@ -185,7 +238,7 @@ fn release_one(
                 Err(e) => {
                     c.preserve()?;
                     return Ok(rep(
-                        "failed",
+                        Outcome::Failed,
                         None,
                         format!("cannot tell where it came from: {e}; use --to"),
                     ));
@@ -198,7 +251,7 @@ fn release_one(
         // A wrapper: give back the bytes exactly as they were.
         c.restore(&dest, &orig)?;
         return Ok(rep(
-            "released",
+            Outcome::Released,
             Some(dest_name.to_string()),
             "original bytes restored".into(),
         ));
@@ -221,7 +274,7 @@ fn release_one(
     );
     c.move_to(&dest, State::Queued, None)?;
     Ok(rep(
-        "released",
+        Outcome::Released,
         Some(dest_name.to_string()),
         format!("was: {reason}"),
     ))

@@ -12,18 +12,58 @@ use mm_core::cli::SpoolArgs;
 use mm_core::report::{self, EntryView};
 use mm_core::{Entry, EntryId, Error, ErrorKind, FileName, clock};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-dumpdb 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089
-  mm-dumpdb /var/spool/mm/bad/e4/1795540798.713350+e4084f…089.psv
-  mm-dumpdb --raw ID | formail -X Subject:     the exact message bytes
-  mm-dumpdb --json ID | jq .recipients
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "An entry by its id, wherever it is:",
+        lines: &["mm-dumpdb 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
+    },
+    mm_core::cli::Example {
+        what: "A file, for instance one in `bad`:",
+        lines: &[
+            "mm-dumpdb /var/spool/mm/bad/e4/\\",
+            "1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089.psv",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "The exact message bytes, to another tool:",
+        lines: &["mm-dumpdb --raw ID | formail -X Subject:"],
+    },
+    mm_core::cli::Example {
+        what: "The recipients and their outcomes, as JSON:",
+        lines: &["mm-dumpdb --json ID | jq .recipients"],
+    },
+    mm_core::cli::Example {
+        what: "Every entry of `out` that waits for a retry:",
+        lines: &[
+            "mm-showq --json out | jq -r 'select(.state==\"deferred\") | .id' |",
+            "    xargs mm-dumpdb",
+        ],
+    },
+];
 
-Exit status: 0 shown; 65 the file is corrupt; 66 no such entry; 64 usage.";
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (0, "Shown."),
+    (64, mm_core::cli::USAGE_STATUS),
+    (
+        65,
+        "The file is corrupt, is a symbolic link, or is not a regular file.",
+    ),
+    (66, "No entry has this id, or no file has this path."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (75, "The spool is missing (not mounted), or a read failed."),
+    (77, "Permission denied."),
+    (78, "`--spool` is not a directory."),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str = "";
 
 /// Show one mm queue entry whole: its message and its metadata.
 #[derive(Debug, Parser)]
-#[command(name = "mm-dumpdb", version, after_help = AFTER_HELP)]
+#[command(name = "mm-dumpdb", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,
@@ -134,23 +174,7 @@ fn resolve(cli: &Cli, arg: &str) -> anyhow::Result<(PathBuf, Option<FileName>, S
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| FileName::parse(n.as_bytes()));
-    // The queue is the directory above the bucket, or the drop-in's own directory.
-    let dir_name = |p: Option<&Path>| {
-        p.and_then(|d| d.file_name())
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-    };
-    let parent = path.parent();
-    let is_bucket =
-        dir_name(parent).is_some_and(|n| n.len() == 2 && n.bytes().all(|c| c.is_ascii_hexdigit()));
-    let queue = if is_bucket {
-        dir_name(parent.and_then(Path::parent))
-    } else {
-        dir_name(parent)
-    };
-    let queue = queue
-        .filter(|q| mm_core::QueueName::new(q).is_ok())
-        .unwrap_or_else(|| "?".into());
+    let queue = mm_core::spool::queue_of_path(&path).map_or_else(|| "?".into(), |q| q.to_string());
     Ok((path, name, queue))
 }
 

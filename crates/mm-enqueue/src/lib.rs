@@ -18,26 +18,76 @@ use mm_core::cli::{SpoolArgs, parse_size};
 use mm_core::enqueue::{Enqueuer, Limits, Submission};
 use mm_core::{Error, ErrorKind, QueueName};
 
-const AFTER_HELP: &str = "\
-Examples:
-  Postfix pipe(8) transport in master.cf:
-    mm  unix  -  n  n  -  -  pipe
-      flags=Rq user=mm:mm null_sender=
-      argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}
-  A script handing in a message:
-    mm-enqueue -f list-bounces@example.org --list dev alice@example.org < msg.eml
-  Bulk load of many files (one process, group commit):
-    mm-enqueue -q out -f owner@example.org --to bob@example.org --file a.eml --file b.eml
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "A Postfix transport in *master.cf*: *pipe*(8) runs `mm-enqueue` as the \
+                   user `mm` (route a list's addresses to the transport `mm` in \
+                   *transport*(5)). `null_sender=` (empty) keeps the null sender `<>` \
+                   as it is; without it *pipe*(8) passes MAILER-DAEMON, which is refused:",
+        lines: &[
+            "mm  unix  -  n  n  -  -  pipe",
+            "  flags=Rq user=mm:mm null_sender=",
+            "  argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "A script handing in a message for the list `dev`:",
+        lines: &["mm-enqueue -f list-bounces@example.org --list dev alice@example.org < msg.eml"],
+    },
+    mm_core::cli::Example {
+        what: "A bulk load of many files straight into `out`, in one process, with group \
+                   commits:",
+        lines: &[
+            "mm-enqueue -q out -f owner@example.org --to bob@example.org \\",
+            "    --file a.eml --file b.eml",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "Metadata for the pipeline stages, and a lower size limit:",
+        lines: &[
+            "mm-enqueue -f owner@example.org --meta campaign=spring --max-size 10M \\",
+            "    carol@example.com < msg.eml",
+        ],
+    },
+];
 
-Exit status: 0 durable; 65 bad data (address, size); 66 a --file cannot be read;
-75 try again later, for every other error: a bad command line (an unknown flag,
---meta without a value, a bad -q), spool missing, not writable by this user,
-full, below --min-free, I/O error. An MTA keeps the message and retries on 75
-(it would bounce it on 64), so a typo in master.cf defers mail, never bounces it.";
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Every entry is on stable storage; their ids are on standard output.",
+    ),
+    (
+        65,
+        "Bad data, which the MTA should bounce: an invalid address, no recipient, a message \
+             over `--max-size`, more than `--max-rcpts` recipients, metadata over \
+             `--max-meta`.",
+    ),
+    (66, "A `--file` does not exist."),
+    (
+        75,
+        "A temporary failure: a usage error (an unknown option, a missing or malformed \
+             value, a `--meta` without `=`: a typo in the MTA's command line); the spool is \
+             missing (not mounted), not a directory, or not writable by this user; the queue \
+             name in `-q` is wrong; it has less free space than `--min-free`; a write failed; \
+             or a bug. The message on standard error names what is wrong. Nothing was \
+             acknowledged, so the MTA keeps the message and tries again later: a mistake in \
+             the installation defers mail, it never bounces it (Postfix bounces on 64, 70, 77 \
+             and 78, which mm-enqueue therefore never uses). `--help` and `--version` exit 0.",
+    ),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str = "\
+In short: 75 try again later, for every error but bad data (65) and an
+unreadable --file (66). An MTA keeps the message and retries on 75 (it would
+bounce it on 64), so a typo in master.cf defers mail, never bounces it.";
 
 /// Put a message into an mm queue, durably.
 #[derive(Debug, Parser)]
-#[command(name = "mm-enqueue", version, after_help = AFTER_HELP)]
+#[command(name = "mm-enqueue", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,

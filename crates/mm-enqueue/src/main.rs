@@ -3,8 +3,5 @@
 fn main() -> std::process::ExitCode {
     // Every failure but bad data is 75, so the MTA defers (lib.rs); a panic
     // (a bug) too, rather than Rust's 101, which an MTA would bounce on.
-    std::panic::catch_unwind(|| {
-        mm_core::cli::run_main_mapped("mm-enqueue", mm_enqueue::run, mm_enqueue::exit_status)
-    })
-    .unwrap_or(std::process::ExitCode::from(mm_core::error::exit::TEMPFAIL))
+    mm_core::cli::run_main_mapped("mm-enqueue", mm_enqueue::run, mm_enqueue::exit_status)
 }

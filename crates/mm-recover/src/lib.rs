@@ -10,23 +10,57 @@ use std::time::Duration;
 use clap::Parser;
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs, parse_duration};
-use mm_core::error::exit;
-use mm_core::recover::{self, Action, RecoverOptions};
+use mm_core::recover::{self, Action, RecoverOptions, Verdict};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-recover --dry-run              what would be done, in every queue
-  mm-recover -q out                 take back out/'s claims of dead runners
-  mm-recover --json | jq -c 'select(.action==\"quarantined\")'
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "What would be done, in every queue:",
+        lines: &["mm-recover --dry-run"],
+    },
+    mm_core::cli::Example {
+        what: "Take back the claims of dead runners in `out`:",
+        lines: &["mm-recover -q out"],
+    },
+    mm_core::cli::Example {
+        what: "Only the slice this host runs, of a spool shared by three hosts:",
+        lines: &["mm-recover -q out --slice 2/3"],
+    },
+    mm_core::cli::Example {
+        what: "The entries that were quarantined, as JSON:",
+        lines: &["mm-recover --json | jq -c 'select(.action==\"quarantined\")'"],
+    },
+];
 
-Each action is one line: ACTION QUEUE ID PATH (DETAIL). ACTION is recovered,
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Done. Busy entries are not errors: their runner is alive.",
+    ),
+    (64, mm_core::cli::USAGE_STATUS),
+    (65, "A bad queue name in `-q`."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "An action failed (it is reported, and the others were done), or the spool is \
+             missing, or a write failed.",
+    ),
+    (77, "Permission denied in the spool."),
+    (78, "`--spool` is not a directory."),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str =
+    "Each action is one line: ACTION QUEUE ID PATH (DETAIL). ACTION is recovered,
 quarantined (recovered more than --max-recoveries times: crashed its runner),
 busy (held by a live runner: left alone), removed-tmp, foreign (not an entry:
-left alone) or failed. Exit 0, or 75 if an action failed.";
+left alone) or failed.";
 
 /// Bring back entries whose runner died.
 #[derive(Debug, Parser)]
-#[command(name = "mm-recover", version, after_help = AFTER_HELP)]
+#[command(name = "mm-recover", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,
@@ -73,7 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         dry_run: cli.dry_run,
     };
     let mut out = std::io::stdout().lock();
-    let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut summary = recover::Summary::default();
     let mut io_err: Option<std::io::Error> = None;
     let sweep =
         cli.queues.is_empty() && cli.select.selector() == Default::default() && !cli.dry_run;
@@ -86,7 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 &me,
                 &opts,
                 &mut |a: Action| {
-                    *counts.entry(a.action).or_default() += 1;
+                    summary.count(a.action);
                     let r = if cli.json {
                         serde_json::to_writer(&mut out, &a)
                             .map_err(std::io::Error::other)
@@ -120,22 +154,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         return Err(e.into());
     }
     if !cli.json {
-        let n = |k| counts.get(k).copied().unwrap_or(0);
+        let counts: Vec<String> = Verdict::ALL
+            .iter()
+            .map(|&v| format!("{} {v}", summary.get(v)))
+            .collect();
         writeln!(
             out,
-            "{}{} recovered, {} quarantined, {} busy, {} removed-tmp, {} foreign, {} failed",
+            "{}{}",
             if cli.dry_run { "dry run: " } else { "" },
-            n("recovered"),
-            n("quarantined"),
-            n("busy"),
-            n("removed-tmp"),
-            n("foreign"),
-            n("failed")
+            counts.join(", ")
         )?;
     }
-    Ok(if counts.contains_key("failed") {
-        exit::TEMPFAIL
-    } else {
-        0
-    })
+    Ok(summary.exit_code())
 }

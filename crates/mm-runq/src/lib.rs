@@ -21,20 +21,76 @@ use mm_core::retry::RetryPolicy;
 use mm_core::runner::{self, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
 use mm_core::{Error, ErrorKind, QueueName, Slice, clock};
 
-const AFTER_HELP: &str = "\
-Examples:
-  Deliver out/ through the local MTA until it is empty (a cron line):
-    */5 * * * *  mm  mm-runq -q out --until-empty --quiet
-  A service with 4 SMTP connections to a smarthost with STARTTLS and AUTH:
-    mm-runq -q out --smtp 'smtp+starttls://user:pass@relay.example.org:587' --connections 4
-  Three machines sharing a spool, one slice each:
-    mm-runq -q out --slice 1/3     mm-runq -q out --slice 2/3     mm-runq -q out --slice 3/3
-  A pipeline from in/ to out/: archive, then rewrite, then pass on:
-    mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out
-  No MTA at all: deliver copies into a maildir:
-    mm-runq -q out --deliver-to /tmp/delivered --until-empty
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "Deliver `out` through the local MTA until it is empty, from *cron*(8) \
+                   every five minutes:",
+        lines: &["*/5 * * * *  mm  mm-runq -q out --until-empty --quiet"],
+    },
+    mm_core::cli::Example {
+        what: "A service with four SMTP connections to a smarthost, with STARTTLS and \
+                   AUTH (see SECURITY about the password):",
+        lines: &[
+            "mm-runq -q out --connections 4 \\",
+            "    --smtp 'smtp+starttls://user:pass@relay.example.org:587'",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "Three machines sharing a spool, one slice each:",
+        lines: &[
+            "mm-runq -q out --slice 1/3",
+            "mm-runq -q out --slice 2/3",
+            "mm-runq -q out --slice 3/3",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "A pipeline from `in` to `out`: archive, then rewrite, then pass on:",
+        lines: &["mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out"],
+    },
+    mm_core::cli::Example {
+        what: "No MTA at all: deliver copies into a maildir:",
+        lines: &["mm-runq -q out --deliver-to /tmp/delivered --until-empty"],
+    },
+    mm_core::cli::Example {
+        what: "Retry sooner and give up after a day, for a list whose readers prefer \
+                   late mail to none:",
+        lines: &["mm-runq -q out --retry-min 1m --retry-max 1h --give-up-after 1d"],
+    },
+];
 
-Stages run in command-line order; exit 0 goes on, 75 defers, anything else
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Done: no due entry is left (`--until-empty`, `--once`), the service was stopped \
+             by a signal, or another runner of this queue and slice was already running. \
+             Deferred and failed recipients are outcomes, not errors.",
+    ),
+    (
+        64,
+        "A usage error, or stages with nowhere for the entries to go: no `--then`, no \
+             `--smtp`, `--deliver-to` or `--discard`.",
+    ),
+    (65, "A bad queue name in `-q` or `--then`."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "Some entries could not be processed (the last log line counts them as errors; \
+             they are left for the next run), or the spool is missing, or a write failed.",
+    ),
+    (77, "Permission denied in the spool or on the `--log` file."),
+    (
+        78,
+        "A configuration error: a bad `--smtp` URL, `--retry-min` longer than \
+             `--retry-max`, or `--spool` is not a directory.",
+    ),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str =
+    "Stages run in command-line order; exit 0 goes on, 75 defers, anything else
 shunts the entry. Each stage runs in a process group of its own, which is
 killed when the stage ends, at --stage-timeout (the entry is deferred, and
 shunted at the third timeout in a row), at a stop, and when the runner dies.
@@ -44,7 +100,7 @@ once; SIGHUP reopens --log.";
 
 /// Run an mm queue: claim entries, pass them through stages, deliver them.
 #[derive(Debug, Parser)]
-#[command(name = "mm-runq", version, after_help = AFTER_HELP)]
+#[command(name = "mm-runq", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,
@@ -62,6 +118,8 @@ pub struct Cli {
     pub until_empty: bool,
     /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…;
     /// parameters ?helo=NAME, ?ca=PEM-FILE (a private CA to trust besides the system's)
+    // This is --help's text, where brackets mark what is optional, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "URL", conflicts_with_all = ["deliver_to", "discard"])]
     pub smtp: Option<String>,
     /// Deliver each copy as a file into the maildir DIR (no MTA needed).
@@ -227,40 +285,33 @@ impl Log for Logger {
     }
 }
 
-/// The stages in command-line order (clap keeps each flag's values apart).
+/// The stages in command-line order: clap keeps each flag's values apart,
+/// and tells where each value was (`indices_of`). A `Cli` built otherwise
+/// (a unit test) has no positions: execs, then filters.
 fn stages(cli: &Cli) -> Vec<Stage> {
-    let mut exec = cli.exec.iter();
-    let mut filter = cli.filter.iter();
-    let mut out = Vec::new();
-    for a in std::env::args().skip(1) {
-        let kind = if a == "--exec" || a.starts_with("--exec=") {
-            StageKind::Exec
-        } else if a == "--filter" || a.starts_with("--filter=") {
-            StageKind::Filter
-        } else {
-            continue;
-        };
-        let next = match kind {
-            StageKind::Exec => exec.next(),
-            StageKind::Filter => filter.next(),
-        };
-        if let Some(cmd) = next {
-            out.push(Stage {
-                kind,
-                command: cmd.clone(),
-            });
-        }
-    }
-    // Anything not seen in argv (a caller building Cli by hand): execs, then filters.
-    out.extend(exec.map(|c| Stage {
-        kind: StageKind::Exec,
-        command: c.clone(),
-    }));
-    out.extend(filter.map(|c| Stage {
-        kind: StageKind::Filter,
-        command: c.clone(),
-    }));
-    out
+    let of = |kind: StageKind, id: &str, cmds: &[String]| -> Vec<(usize, Stage)> {
+        let at: Vec<usize> = mm_core::cli::matches()
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default();
+        cmds.iter()
+            .enumerate()
+            .map(|(n, c)| {
+                (
+                    at.get(n).copied().unwrap_or(usize::MAX),
+                    Stage {
+                        kind,
+                        command: c.clone(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let mut all = of(StageKind::Exec, "exec", &cli.exec);
+    all.extend(of(StageKind::Filter, "filter", &cli.filter));
+    // Stable: without positions, execs stay before filters, each in order.
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter().map(|(_, s)| s).collect()
 }
 
 fn config_error(msg: String) -> anyhow::Error {
@@ -418,11 +469,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     stats.errors
                 ));
             }
-            Ok(if stats.errors > 0 {
-                mm_core::error::exit::TEMPFAIL
-            } else {
-                0
-            })
+            Ok(stats.exit_code())
         }
     }
 }

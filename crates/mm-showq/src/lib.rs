@@ -8,28 +8,73 @@
 use std::io::Write;
 
 use clap::Parser;
-use mm_core::cli::{SelectArgs, SpoolArgs};
+use mm_core::cli::{SelectArgs, SpoolArgs, words};
 use mm_core::clock;
 use mm_core::report::{self, EntryView, QueueSummary};
-use mm_core::scan::Item;
+use mm_core::shape::{ShapeBy, ShapeRow, shape};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-showq                      summary of every queue
-  mm-showq out                  one line per entry of out/
-  mm-showq --slice 2/4 out      only the second quarter of out/
-  mm-showq --by domain out      pending recipients per domain (what is stuck where)
-  mm-showq --by error           entries per deferral or quarantine reason
-  mm-showq --domain example.net --older-than 1h out
-  mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "A summary of every queue:",
+        lines: &["mm-showq"],
+    },
+    mm_core::cli::Example {
+        what: "The shape of out/: pending recipients per domain, then entries per reason:",
+        lines: &["mm-showq --by domain out", "mm-showq --by error out"],
+    },
+    mm_core::cli::Example {
+        what: "Entries for one domain, stuck for more than an hour:",
+        lines: &["mm-showq --domain example.net --older-than 1h out"],
+    },
+    mm_core::cli::Example {
+        what: "One line per entry of `out`:",
+        lines: &["mm-showq out"],
+    },
+    mm_core::cli::Example {
+        what: "Only the second quarter of `out`, as the runner of that slice sees it:",
+        lines: &["mm-showq --slice 2/4 out"],
+    },
+    mm_core::cli::Example {
+        what: "The ids of the entries quarantined because they crashed their runner:",
+        lines: &["mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'"],
+    },
+    mm_core::cli::Example {
+        what: "Watch a backlog drain:",
+        lines: &["watch -n 10 mm-showq"],
+    },
+];
 
-States: queued (due now), deferred (waiting for its next attempt), claimed (held
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Shown, also when the reader of the output went away early (`| head`).",
+    ),
+    (64, mm_core::cli::USAGE_STATUS),
+    (65, "A bad queue name."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "The spool is missing (not mounted), or a directory could not be read.",
+    ),
+    (
+        77,
+        "Permission denied: the user is not in the spool's group.",
+    ),
+    (78, "`--spool` is not a directory."),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str =
+    "States: queued (due now), deferred (waiting for its next attempt), claimed (held
 by a runner: .bak), preserved (quarantined: .psv), writing (.tmp).
 The JSON schema is documented in docs/json.md.";
 
 /// Show what is in the mm queues.
 #[derive(Debug, Parser)]
-#[command(name = "mm-showq", version, after_help = AFTER_HELP)]
+#[command(name = "mm-showq", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,
@@ -37,8 +82,8 @@ pub struct Cli {
     #[arg(value_name = "QUEUE")]
     pub queues: Vec<String>,
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
-    #[arg(long, value_name = "KEY", value_parser = ["domain", "error", "age"])]
-    pub by: Option<String>,
+    #[arg(long, value_name = "KEY", value_parser = words::<ShapeBy, 3>(ShapeBy::ALL.map(ShapeBy::as_str)))]
+    pub by: Option<ShapeBy>,
     /// Add up the size of the entry files in the summary (a stat of every
     /// entry: several times slower on a big queue).
     #[arg(long)]
@@ -65,7 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(|q| spool.queue_named(q))
             .collect::<Result<Vec<_>, _>>()?
     };
-    if let Some(by) = cli.by.as_deref() {
+    if let Some(by) = cli.by {
         let rows = shape(&queues, &sel, by, now)?;
         print_shape(&mut out, by, &rows, cli.json)?;
     } else if cli.queues.is_empty() {
@@ -110,125 +155,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// One row of `--by`: a key and how many entries (and recipients) fall under it.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct ShapeRow {
-    /// Schema version.
-    pub schema: u32,
-    /// domain, error or age.
-    pub by: String,
-    /// The domain, the error, or the age bucket.
-    pub key: String,
-    /// Entries.
-    pub entries: u64,
-    /// Recipients (pending ones, for domain).
-    pub recipients: u64,
-}
-
-/// Age buckets, in minutes, as Postfix's qshape draws them.
-const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
-
-fn age_key(minutes: u64) -> String {
-    match AGE_BUCKETS.iter().find(|&&b| minutes < b) {
-        Some(b) => format!("< {b}m"),
-        None => format!(">= {}m", AGE_BUCKETS[AGE_BUCKETS.len() - 1]),
-    }
-}
-
-/// The key an error is grouped under: the reply without the recipient it was
-/// about, so "a@x: 450 4.2.1 busy" and "b@y: 450 4.2.1 busy" count together.
-fn error_key(e: &mm_core::Entry) -> String {
-    let Some(r) = e.reason() else {
-        return "(none)".into();
-    };
-    let r = match r.split_once(": ") {
-        Some((who, rest)) if who.contains('@') && !who.contains(' ') => rest,
-        _ => r,
-    };
-    let r = mm_core::cli::one_line(r);
-    let mut k: String = r.chars().take(72).collect();
-    if r.chars().count() > 72 {
-        k.push('…');
-    }
-    k
-}
-
-fn shape(
-    queues: &[mm_core::Queue],
-    sel: &mm_core::select::Selector,
-    by: &str,
-    now: u64,
-) -> anyhow::Result<Vec<ShapeRow>> {
-    let mut rows: std::collections::BTreeMap<String, ShapeRow> = Default::default();
-    let mut add = |key: String, rcpts: u64| {
-        let r = rows.entry(key.clone()).or_insert_with(|| ShapeRow {
-            schema: report::SCHEMA,
-            by: by.into(),
-            key,
-            ..Default::default()
-        });
-        r.entries += 1;
-        r.recipients += rcpts;
-    };
-    for q in queues {
-        if by == "age" && !sel.needs_content() {
-            // Names alone: no entry is opened.
-            q.scan(sel.slice(), &mut |item| {
-                if let Item::Entry { name, .. } = item
-                    && sel.matches_name(&name, now)
-                {
-                    add(age_key(now.saturating_sub(name.id.secs()) / 60), 0);
-                }
-            })?;
-            continue;
-        }
-        for found in report::select_entries(q, sel, now)? {
-            let Ok(e) = &found.entry else {
-                add("(unreadable)".into(), 0);
-                continue;
-            };
-            match by {
-                "domain" => {
-                    let mut per: std::collections::BTreeMap<String, u64> = Default::default();
-                    for r in e
-                        .recipients
-                        .iter()
-                        .filter(|r| r.state == mm_core::RcptState::Pending)
-                    {
-                        let d = r
-                            .address
-                            .rsplit_once('@')
-                            .map(|(_, d)| d.to_ascii_lowercase())
-                            .unwrap_or_else(|| "(local)".into());
-                        *per.entry(d).or_default() += 1;
-                    }
-                    for (d, n) in per {
-                        add(d, n);
-                    }
-                }
-                "error" => add(error_key(e), e.pending().count() as u64),
-                // The age shape counts entries only, with or without content flags.
-                _ => add(age_key(now.saturating_sub(found.name.id.secs()) / 60), 0),
-            }
-        }
-    }
-    let mut v: Vec<ShapeRow> = rows.into_values().collect();
-    if by == "age" {
-        v.sort_by_key(|r| {
-            AGE_BUCKETS
-                .iter()
-                .position(|b| r.key == format!("< {b}m"))
-                .unwrap_or(AGE_BUCKETS.len())
-        });
-    } else {
-        v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
-    }
-    Ok(v)
-}
-
 fn print_shape(
     out: &mut impl Write,
-    by: &str,
+    by: ShapeBy,
     rows: &[ShapeRow],
     json: bool,
 ) -> std::io::Result<()> {
@@ -240,9 +169,9 @@ fn print_shape(
         return Ok(());
     }
     let head = match by {
-        "domain" => "DOMAIN",
-        "error" => "ERROR",
-        _ => "AGE",
+        ShapeBy::Domain => "DOMAIN",
+        ShapeBy::Error => "ERROR",
+        ShapeBy::Age => "AGE",
     };
     writeln!(out, "{:>8} {:>10}  {head}", "ENTRIES", "PENDING")?;
     for r in rows {

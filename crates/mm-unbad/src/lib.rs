@@ -6,23 +6,63 @@ use clap::Parser;
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs};
 use mm_core::unbad::{self, Released, UnbadOptions};
-use mm_core::{EntryId, Error, QueueName, error::exit};
+use mm_core::{EntryId, Error, QueueName};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-showq bad                                  what is quarantined, and why
-  mm-unbad 1795540798.713350+e408…2089           return one entry where it came from
-  mm-unbad --from shunt --all --dry-run         what releasing all of shunt/ would do
-  mm-unbad --all --older-than 1d --to retry     everything enqueued over a day ago, into retry/
-  mm-unbad --from shunt --all --error 'spam'    what a stage refused as spam
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "What is quarantined, and why:",
+        lines: &["mm-showq bad"],
+    },
+    mm_core::cli::Example {
+        what: "Return one entry to the queue it came from:",
+        lines: &["mm-unbad 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
+    },
+    mm_core::cli::Example {
+        what: "What releasing all of `shunt` would do:",
+        lines: &["mm-unbad --from shunt --all --dry-run"],
+    },
+    mm_core::cli::Example {
+        what: "Everything enqueued more than a day ago, into `retry`:",
+        lines: &["mm-unbad --all --older-than 1d --to retry"],
+    },
+    mm_core::cli::Example {
+        what: "Everything that crashed its runner, after the fix:",
+        lines: &["mm-unbad --all --error 'crashed its runner'"],
+    },
+];
 
-One line per id: RESULT ID QUEUE (DETAIL), RESULT being released, busy,
-not-found, skipped or failed. The recovery count is reset; the history stays.
-Exit 0, 66 if an id was not found, 75 if one was busy or failed.";
+/// Exit statuses and what each means for this tool, in `--help` and in the
+/// man page.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Every entry was released (or, with `--dry-run`, would be).",
+    ),
+    (64, mm_core::cli::USAGE_STATUS),
+    (
+        65,
+        "A malformed id, or a bad queue name in `--from` or `--to`.",
+    ),
+    (66, "An id is not in the quarantine queue."),
+    (70, mm_core::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "An entry was busy (claimed by another process; if that process died, run \
+             `mm-recover` on the quarantine queue) or could not be released, or the spool is \
+             missing. This status wins over 66.",
+    ),
+    (77, "Permission denied in the spool."),
+    (78, "`--spool` is not a directory."),
+];
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str = "One line per id: RESULT ID QUEUE (DETAIL), RESULT being released, busy,
+not-found, skipped or failed. The recovery count is reset; the history stays.";
 
 /// Return quarantined entries (bad/, shunt/) to work.
 #[derive(Debug, Parser)]
-#[command(name = "mm-unbad", version, after_help = AFTER_HELP)]
+#[command(name = "mm-unbad", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub spool: SpoolArgs,
@@ -71,7 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         dry_run: cli.dry_run,
     };
     let mut out = std::io::stdout().lock();
-    let mut worst = 0u8;
+    let mut failures = Vec::new();
     let mut io_err = None;
     let r = unbad::unbad(
         &spool,
@@ -79,12 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         if cli.all { None } else { Some(&ids) },
         &opts,
         &mut |r: Released| {
-            let code = match r.result {
-                "not-found" => exit::NOINPUT,
-                "busy" | "failed" => exit::TEMPFAIL,
-                _ => 0,
-            };
-            worst = worst.max(code);
+            failures.extend(r.result.failure());
             let w = if cli.json {
                 serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::other)
@@ -109,5 +144,5 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(e) = io_err {
         return Err(e.into());
     }
-    Ok(worst)
+    Ok(mm_core::error::batch_exit_code(failures))
 }

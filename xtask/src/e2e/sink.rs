@@ -1,24 +1,20 @@
 //! Postfix's smtp-sink(1) as the real SMTP server mm-runq delivers to, each
 //! mail transaction saved to its own file (`-d`), and those files read back.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::sys::{self, wait_until};
+use super::sys;
 
-/// A running smtp-sink, killed on drop.
+/// A running smtp-sink (the test kit's, killed on drop) and where it saves.
 pub struct SmtpSink {
-    child: Child,
+    /// Kept for its drop, which kills smtp-sink.
+    _sink: mm_e2e::SmtpSink,
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// Where it saves the transactions.
     dir: PathBuf,
-    /// Its standard error.
-    errors: PathBuf,
 }
 
 /// One mail transaction as smtp-sink saved it.
@@ -54,65 +50,28 @@ impl SmtpSink {
         uid: u32,
         extra: &[&str],
     ) -> anyhow::Result<SmtpSink> {
-        let bin = sys::postfix_program("smtp-sink")?;
         std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         std::os::unix::fs::chown(dir, Some(uid), None)
             .with_context(|| format!("cannot chown {}", dir.display()))?;
-        let errors = dir.with_extension("stderr");
-        let mut last = String::new();
-        // The port is found by binding and releasing it; another process may
-        // take it in between, so a start that fails is tried again.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .context("cannot find a free loopback port")?
-                .port();
-            let stderr = File::create(&errors)
-                .with_context(|| format!("cannot create {}", errors.display()))?;
-            let mut cmd = Command::new(&bin);
-            // -d TEMPLATE: one file per transaction, named TEMPLATE plus a
-            // random hex number (strftime expands the template; ours has no
-            // '%'). 64: the listen backlog.
-            cmd.args(["-u", user, "-h", "mm-e2e-sink", "-d"])
-                .arg(format!("{}/msg.", dir.display()))
-                .args(extra)
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("64")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("cannot run {}", sys::shown(&cmd)))?;
-            let mut sink = SmtpSink {
-                child,
-                port,
-                dir: dir.to_path_buf(),
-                errors: errors.clone(),
-            };
-            match sink.wait_ready() {
-                Ok(()) => return Ok(sink),
-                Err(e) => last = format!("{e:#}"),
-            }
-        }
-        bail!("smtp-sink did not start: {last}")
-    }
-
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let port = self.port;
-        wait_until("smtp-sink to greet", Duration::from_secs(10), || {
-            if let Some(status) = self.child.try_wait().context("cannot wait for smtp-sink")? {
-                bail!("smtp-sink exited ({status}): {}", self.stderr());
-            }
-            Ok(super::smtp::greets(port).then_some(()))
+        sys::check_interrupted()?;
+        // -d TEMPLATE: one file per transaction, named TEMPLATE plus a
+        // random hex number (strftime expands the template; ours has no '%').
+        let mut args: Vec<std::ffi::OsString> =
+            ["-h", "mm-e2e-sink", "-d"].map(Into::into).to_vec();
+        args.push(format!("{}/msg.", dir.display()).into());
+        args.extend(extra.iter().map(Into::into));
+        let sink = mm_e2e::SmtpSink::start_with(&mm_e2e::SinkOptions {
+            user: Some(user.to_string()),
+            args,
+            backlog: 64,
+            stderr: Some(dir.with_extension("stderr")),
         })
-    }
-
-    /// What smtp-sink printed on standard error.
-    pub fn stderr(&self) -> String {
-        std::fs::read(&self.errors)
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .unwrap_or_default()
+        .map_err(anyhow::Error::msg)?;
+        Ok(SmtpSink {
+            port: sink.port(),
+            _sink: sink,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Every transaction saved so far, by file name.
@@ -137,14 +96,6 @@ impl SmtpSink {
                 Ok(dump)
             })
             .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        // Our own child, by its pid; then reaped, so nothing is left.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -25,13 +25,6 @@ pub fn sysexits_name(code: u8) -> Option<&'static str> {
     })
 }
 
-/// The usage error, the same for every tool (mm_core::cli::run_main).
-pub const USAGE: &str = "A usage error: an unknown option, a missing or malformed value \
-    (clap's own status, 2, is never used).";
-
-/// A bug, the same for every tool.
-pub const SOFTWARE: &str = "An internal error: a bug. Please report it with the message.";
-
 /// The spool layout, after each tool's own paragraph.
 pub const FILES: &[Block] = &[
     Item(

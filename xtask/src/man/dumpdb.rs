@@ -1,7 +1,7 @@
 //! The hand-written part of mm-dumpdb(1), from `crates/mm-dumpdb/src/lib.rs`.
 
-use super::common::{ALL_ENV, SOFTWARE, USAGE};
-use super::{Block::Text, Example, Page};
+use super::common::ALL_ENV;
+use super::{Block::Text, Page};
 
 pub const PAGE: Page = Page {
     description: &[Text(
@@ -18,47 +18,8 @@ pub const PAGE: Page = Page {
          on an entry a runner holds. A file that cannot be decoded is an error naming the \
          file.",
     )],
-    examples: &[
-        Example {
-            what: "An entry by its id, wherever it is:",
-            lines: &["mm-dumpdb 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
-        },
-        Example {
-            what: "A file, for instance one in `bad`:",
-            lines: &[
-                "mm-dumpdb /var/spool/mm/bad/e4/\\",
-                "1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089.psv",
-            ],
-        },
-        Example {
-            what: "The exact message bytes, to another tool:",
-            lines: &["mm-dumpdb --raw ID | formail -X Subject:"],
-        },
-        Example {
-            what: "The recipients and their outcomes, as JSON:",
-            lines: &["mm-dumpdb --json ID | jq .recipients"],
-        },
-        Example {
-            what: "Every entry of `out` that waits for a retry:",
-            lines: &[
-                "mm-showq --json out | jq -r 'select(.state==\"deferred\") | .id' |",
-                "    xargs mm-dumpdb",
-            ],
-        },
-    ],
-    exit: &[
-        (0, "Shown."),
-        (64, USAGE),
-        (
-            65,
-            "The file is corrupt, is a symbolic link, or is not a regular file.",
-        ),
-        (66, "No entry has this id, or no file has this path."),
-        (70, SOFTWARE),
-        (75, "The spool is missing (not mounted), or a read failed."),
-        (77, "Permission denied."),
-        (78, "`--spool` is not a directory."),
-    ],
+    examples: mm_dumpdb::EXAMPLES,
+    exit: mm_dumpdb::EXIT_STATUS,
     files: "`mm-dumpdb` reads entry files and the runner records in *.runners*, read-only.",
     environment: ALL_ENV,
     security: "`mm-dumpdb` needs read access only. Given a path rather than an id, it reads \

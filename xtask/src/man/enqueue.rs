@@ -2,7 +2,7 @@
 //! and `mm_core::enqueue`.
 
 use super::common::Env;
-use super::{Block::Text, Example, Page};
+use super::{Block::Text, Page};
 
 pub const PAGE: Page = Page {
     description: &[Text(
@@ -21,64 +21,8 @@ pub const PAGE: Page = Page {
          included, so that the MTA keeps the message and tries again later, and 65 for a \
          message that will never be accepted, so that it bounces.",
     )],
-    examples: &[
-        Example {
-            what: "A Postfix transport in *master.cf*: *pipe*(8) runs `mm-enqueue` as the \
-                   user `mm` (route a list's addresses to the transport `mm` in \
-                   *transport*(5)). `null_sender=` (empty) keeps the null sender `<>` \
-                   as it is; without it *pipe*(8) passes MAILER-DAEMON, which is refused:",
-            lines: &[
-                "mm  unix  -  n  n  -  -  pipe",
-                "  flags=Rq user=mm:mm null_sender=",
-                "  argv=/usr/bin/mm-enqueue -q in -f ${sender} -- ${recipient}",
-            ],
-        },
-        Example {
-            what: "A script handing in a message for the list `dev`:",
-            lines: &[
-                "mm-enqueue -f list-bounces@example.org --list dev alice@example.org < msg.eml",
-            ],
-        },
-        Example {
-            what: "A bulk load of many files straight into `out`, in one process, with group \
-                   commits:",
-            lines: &[
-                "mm-enqueue -q out -f owner@example.org --to bob@example.org \\",
-                "    --file a.eml --file b.eml",
-            ],
-        },
-        Example {
-            what: "Metadata for the pipeline stages, and a lower size limit:",
-            lines: &[
-                "mm-enqueue -f owner@example.org --meta campaign=spring --max-size 10M \\",
-                "    carol@example.com < msg.eml",
-            ],
-        },
-    ],
-    exit: &[
-        (
-            0,
-            "Every entry is on stable storage; their ids are on standard output.",
-        ),
-        (
-            65,
-            "Bad data, which the MTA should bounce: an invalid address, no recipient, a message \
-             over `--max-size`, more than `--max-rcpts` recipients, metadata over \
-             `--max-meta`.",
-        ),
-        (66, "A `--file` does not exist."),
-        (
-            75,
-            "A temporary failure: a usage error (an unknown option, a missing or malformed \
-             value, a `--meta` without `=`: a typo in the MTA's command line); the spool is \
-             missing (not mounted), not a directory, or not writable by this user; the queue \
-             name in `-q` is wrong; it has less free space than `--min-free`; a write failed; \
-             or a bug. The message on standard error names what is wrong. Nothing was \
-             acknowledged, so the MTA keeps the message and tries again later: a mistake in \
-             the installation defers mail, it never bounces it (Postfix bounces on 64, 70, 77 \
-             and 78, which mm-enqueue therefore never uses). `--help` and `--version` exit 0.",
-        ),
-    ],
+    examples: mm_enqueue::EXAMPLES,
+    exit: mm_enqueue::EXIT_STATUS,
     files: "`mm-enqueue` writes *QUEUE/BB/ID.tmp* and renames it to *QUEUE/BB/ID.pck*, \
             creating the queue and bucket directories as needed. It reads no other entry.",
     environment: &[

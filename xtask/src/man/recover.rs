@@ -1,10 +1,10 @@
 //! The hand-written part of mm-recover(1), from `crates/mm-recover/src/lib.rs`
 //! and `mm_core::recover`.
 
-use super::common::{ALL_ENV, SOFTWARE, USAGE};
+use super::common::ALL_ENV;
 use super::{
     Block::{Item, Text},
-    Example, Page,
+    Page,
 };
 
 pub const PAGE: Page = Page {
@@ -41,40 +41,8 @@ pub const PAGE: Page = Page {
              queue and slice when it starts.",
         ),
     ],
-    examples: &[
-        Example {
-            what: "What would be done, in every queue:",
-            lines: &["mm-recover --dry-run"],
-        },
-        Example {
-            what: "Take back the claims of dead runners in `out`:",
-            lines: &["mm-recover -q out"],
-        },
-        Example {
-            what: "Only the slice this host runs, of a spool shared by three hosts:",
-            lines: &["mm-recover -q out --slice 2/3"],
-        },
-        Example {
-            what: "The entries that were quarantined, as JSON:",
-            lines: &["mm-recover --json | jq -c 'select(.action==\"quarantined\")'"],
-        },
-    ],
-    exit: &[
-        (
-            0,
-            "Done. Busy entries are not errors: their runner is alive.",
-        ),
-        (64, USAGE),
-        (65, "A bad queue name in `-q`."),
-        (70, SOFTWARE),
-        (
-            75,
-            "An action failed (it is reported, and the others were done), or the spool is \
-             missing, or a write failed.",
-        ),
-        (77, "Permission denied in the spool."),
-        (78, "`--spool` is not a directory."),
-    ],
+    examples: mm_recover::EXAMPLES,
+    exit: mm_recover::EXIT_STATUS,
     files: "`mm-recover` registers itself in *.runners* while it runs (it takes entries over in \
             its own name), renames claimed entries back to *ID.pck* or into *bad*, and removes \
             stale *.tmp* files.",

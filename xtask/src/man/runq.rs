@@ -1,10 +1,10 @@
 //! The hand-written part of mm-runq(1), from `crates/mm-runq/src/lib.rs` and
 //! `mm_core::{runner, pipeline, delivery::smtp}`.
 
-use super::common::{Env, SOFTWARE};
+use super::common::Env;
 use super::{
     Block::{Item, Text},
-    Example, Page,
+    Page,
 };
 
 pub const PAGE: Page = Page {
@@ -64,68 +64,8 @@ pub const PAGE: Page = Page {
              one says so on standard error and exits 0.",
         ),
     ],
-    examples: &[
-        Example {
-            what: "Deliver `out` through the local MTA until it is empty, from *cron*(8) \
-                   every five minutes:",
-            lines: &["*/5 * * * *  mm  mm-runq -q out --until-empty --quiet"],
-        },
-        Example {
-            what: "A service with four SMTP connections to a smarthost, with STARTTLS and \
-                   AUTH (see SECURITY about the password):",
-            lines: &[
-                "mm-runq -q out --connections 4 \\",
-                "    --smtp 'smtp+starttls://user:pass@relay.example.org:587'",
-            ],
-        },
-        Example {
-            what: "Three machines sharing a spool, one slice each:",
-            lines: &[
-                "mm-runq -q out --slice 1/3",
-                "mm-runq -q out --slice 2/3",
-                "mm-runq -q out --slice 3/3",
-            ],
-        },
-        Example {
-            what: "A pipeline from `in` to `out`: archive, then rewrite, then pass on:",
-            lines: &["mm-runq -q in --exec 'archive-msg' --filter 'add-footer' --then out"],
-        },
-        Example {
-            what: "No MTA at all: deliver copies into a maildir:",
-            lines: &["mm-runq -q out --deliver-to /tmp/delivered --until-empty"],
-        },
-        Example {
-            what: "Retry sooner and give up after a day, for a list whose readers prefer \
-                   late mail to none:",
-            lines: &["mm-runq -q out --retry-min 1m --retry-max 1h --give-up-after 1d"],
-        },
-    ],
-    exit: &[
-        (
-            0,
-            "Done: no due entry is left (`--until-empty`, `--once`), the service was stopped \
-             by a signal, or another runner of this queue and slice was already running. \
-             Deferred and failed recipients are outcomes, not errors.",
-        ),
-        (
-            64,
-            "A usage error, or stages with nowhere for the entries to go: no `--then`, no \
-             `--smtp`, `--deliver-to` or `--discard`.",
-        ),
-        (65, "A bad queue name in `-q` or `--then`."),
-        (70, SOFTWARE),
-        (
-            75,
-            "Some entries could not be processed (the last log line counts them as errors; \
-             they are left for the next run), or the spool is missing, or a write failed.",
-        ),
-        (77, "Permission denied in the spool or on the `--log` file."),
-        (
-            78,
-            "A configuration error: a bad `--smtp` URL, `--retry-min` longer than \
-             `--retry-max`, or `--spool` is not a directory.",
-        ),
-    ],
+    examples: mm_runq::EXAMPLES,
+    exit: mm_runq::EXIT_STATUS,
     files: "`mm-runq` claims *QUEUE/BB/ID.pck* (or *ID.DUE.pck*) by renaming it to \
             *ID.TOKEN.bak*, rewrites it through *ID.TOKEN.tmp*, writes its record in \
             *.runners*, holds *.locks/QUEUE.K-N.HOST.lock* while it runs, and writes bounce \

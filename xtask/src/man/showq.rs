@@ -1,10 +1,10 @@
 //! The hand-written part of mm-showq(1), from `crates/mm-showq/src/lib.rs` and
 //! `mm_core::report`.
 
-use super::common::{ALL_ENV, SOFTWARE, USAGE};
+use super::common::ALL_ENV;
 use super::{
     Block::{Item, Text},
-    Example, Page,
+    Page,
 };
 
 pub const PAGE: Page = Page {
@@ -41,54 +41,8 @@ pub const PAGE: Page = Page {
         ),
         Item("writing", "Being written (*ID.tmp*)."),
     ],
-    examples: &[
-        Example {
-            what: "A summary of every queue:",
-            lines: &["mm-showq"],
-        },
-        Example {
-            what: "The shape of out/: pending recipients per domain, then entries per reason:",
-            lines: &["mm-showq --by domain out", "mm-showq --by error out"],
-        },
-        Example {
-            what: "Entries for one domain, stuck for more than an hour:",
-            lines: &["mm-showq --domain example.net --older-than 1h out"],
-        },
-        Example {
-            what: "One line per entry of `out`:",
-            lines: &["mm-showq out"],
-        },
-        Example {
-            what: "Only the second quarter of `out`, as the runner of that slice sees it:",
-            lines: &["mm-showq --slice 2/4 out"],
-        },
-        Example {
-            what: "The ids of the entries quarantined because they crashed their runner:",
-            lines: &["mm-showq --json bad | jq -r 'select(.last_error|test(\"crashed\")) | .id'"],
-        },
-        Example {
-            what: "Watch a backlog drain:",
-            lines: &["watch -n 10 mm-showq"],
-        },
-    ],
-    exit: &[
-        (
-            0,
-            "Shown, also when the reader of the output went away early (`| head`).",
-        ),
-        (64, USAGE),
-        (65, "A bad queue name."),
-        (70, SOFTWARE),
-        (
-            75,
-            "The spool is missing (not mounted), or a directory could not be read.",
-        ),
-        (
-            77,
-            "Permission denied: the user is not in the spool's group.",
-        ),
-        (78, "`--spool` is not a directory."),
-    ],
+    examples: mm_showq::EXAMPLES,
+    exit: mm_showq::EXIT_STATUS,
     files: "`mm-showq` lists the queue directories and, for a per-entry listing, reads each \
             entry and the runner records in *.runners*, all read-only.",
     environment: ALL_ENV,

@@ -1,8 +1,8 @@
 //! The hand-written part of mm-unbad(1), from `crates/mm-unbad/src/lib.rs` and
 //! `mm_core::unbad`.
 
-use super::common::{ALL_ENV, SOFTWARE, USAGE};
-use super::{Block::Text, Example, Page};
+use super::common::ALL_ENV;
+use super::{Block::Text, Page};
 
 pub const PAGE: Page = Page {
     description: &[Text(
@@ -22,49 +22,8 @@ pub const PAGE: Page = Page {
          Each entry is one line, `RESULT ID QUEUE (DETAIL)`, with `RESULT` one of `released`, \
          `busy`, `not-found`, `skipped` and `failed`. `--dry-run` only reports.",
     )],
-    examples: &[
-        Example {
-            what: "What is quarantined, and why:",
-            lines: &["mm-showq bad"],
-        },
-        Example {
-            what: "Return one entry to the queue it came from:",
-            lines: &["mm-unbad 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
-        },
-        Example {
-            what: "What releasing all of `shunt` would do:",
-            lines: &["mm-unbad --from shunt --all --dry-run"],
-        },
-        Example {
-            what: "Everything enqueued more than a day ago, into `retry`:",
-            lines: &["mm-unbad --all --older-than 1d --to retry"],
-        },
-        Example {
-            what: "Everything that crashed its runner, after the fix:",
-            lines: &["mm-unbad --all --error 'crashed its runner'"],
-        },
-    ],
-    exit: &[
-        (
-            0,
-            "Every entry was released (or, with `--dry-run`, would be).",
-        ),
-        (64, USAGE),
-        (
-            65,
-            "A malformed id, or a bad queue name in `--from` or `--to`.",
-        ),
-        (66, "An id is not in the quarantine queue."),
-        (70, SOFTWARE),
-        (
-            75,
-            "An entry was busy (claimed by another process; if that process died, run \
-             `mm-recover` on the quarantine queue) or could not be released, or the spool is \
-             missing. This status wins over 66.",
-        ),
-        (77, "Permission denied in the spool."),
-        (78, "`--spool` is not a directory."),
-    ],
+    examples: mm_unbad::EXAMPLES,
+    exit: mm_unbad::EXIT_STATUS,
     files: "`mm-unbad` registers itself in *.runners* while it runs, claims *QUEUE/BB/ID.psv* \
             by renaming it to *ID.TOKEN.bak*, and renames it into the destination queue as \
             *ID.pck*.",

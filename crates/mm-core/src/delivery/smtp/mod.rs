@@ -337,11 +337,6 @@ impl SmtpClient {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SmtpConfig {
-        &self.config
-    }
-
     /// The server delivered to: `host:port`.
     pub fn destination(&self) -> String {
         format!("{}:{}", self.config.host, self.config.port)

@@ -1,0 +1,169 @@
+//! The shape of queues (`mm-showq --by`), after Postfix's qshape: entries
+//! grouped by recipient domain, by error, or by age.
+//!
+//! Read-only, like everything in `report`: entries are opened read-only, and
+//! one that moves while being counted is skipped.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::entry::{Entry, RcptState};
+use crate::error::Result;
+use crate::report::{self, one_line};
+use crate::scan::Item;
+use crate::select::Selector;
+use crate::spool::Queue;
+
+/// What the rows of a shape are keyed by; written in JSON as `domain`,
+/// `error`, `age`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeBy {
+    /// The domain of each pending recipient.
+    Domain,
+    /// The entry's deferral or quarantine reason.
+    Error,
+    /// The entry's age, in Postfix's buckets.
+    Age,
+}
+
+impl ShapeBy {
+    /// Every key, in the order `--by` lists them.
+    pub const ALL: [ShapeBy; 3] = [ShapeBy::Domain, ShapeBy::Error, ShapeBy::Age];
+
+    /// The word that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShapeBy::Domain => "domain",
+            ShapeBy::Error => "error",
+            ShapeBy::Age => "age",
+        }
+    }
+}
+
+impl std::str::FromStr for ShapeBy {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<ShapeBy> {
+        ShapeBy::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| crate::Error::new(crate::ErrorKind::Usage, format!("no shape {s:?}")))
+    }
+}
+
+/// One row of `--by`: a key and how many entries (and recipients) fall under it.
+#[derive(Debug, Serialize)]
+pub struct ShapeRow {
+    /// Schema version.
+    pub schema: u32,
+    /// What the rows are keyed by.
+    pub by: ShapeBy,
+    /// The domain, the error, or the age bucket.
+    pub key: String,
+    /// Entries.
+    pub entries: u64,
+    /// Recipients (pending ones, for domain).
+    pub recipients: u64,
+}
+
+/// Age buckets, in minutes, as Postfix's qshape draws them.
+const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+fn age_key(minutes: u64) -> String {
+    match AGE_BUCKETS.iter().find(|&&b| minutes < b) {
+        Some(b) => format!("< {b}m"),
+        None => format!(">= {}m", AGE_BUCKETS[AGE_BUCKETS.len() - 1]),
+    }
+}
+
+/// The key an error is grouped under: the reply without the recipient it was
+/// about, so "a@x: 450 4.2.1 busy" and "b@y: 450 4.2.1 busy" count together.
+fn error_key(e: &Entry) -> String {
+    let Some(r) = e.reason() else {
+        return "(none)".into();
+    };
+    let r = match r.split_once(": ") {
+        Some((who, rest)) if who.contains('@') && !who.contains(' ') => rest,
+        _ => r,
+    };
+    let r = one_line(r);
+    let mut k: String = r.chars().take(72).collect();
+    if r.chars().count() > 72 {
+        k.push('…');
+    }
+    k
+}
+
+/// The shape of `queues` by `by`: one row per key, the most entries first
+/// (for age: youngest bucket first). Only the age shape of name-only
+/// selections works from file names alone.
+pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<Vec<ShapeRow>> {
+    let mut rows: BTreeMap<String, ShapeRow> = BTreeMap::new();
+    let mut add = |key: String, rcpts: u64| {
+        let r = rows.entry(key.clone()).or_insert_with(|| ShapeRow {
+            schema: report::SCHEMA,
+            by,
+            key,
+            entries: 0,
+            recipients: 0,
+        });
+        r.entries += 1;
+        r.recipients += rcpts;
+    };
+    for q in queues {
+        if by == ShapeBy::Age && !sel.needs_content() {
+            // Names alone: no entry is opened.
+            q.scan(sel.slice(), &mut |item| {
+                if let Item::Entry { name, .. } = item
+                    && sel.matches_name(&name, now)
+                {
+                    add(age_key(now.saturating_sub(name.id.secs()) / 60), 0);
+                }
+            })?;
+            continue;
+        }
+        for found in report::select_entries(q, sel, now)? {
+            let Ok(e) = &found.entry else {
+                add("(unreadable)".into(), 0);
+                continue;
+            };
+            match by {
+                ShapeBy::Domain => {
+                    let mut per: BTreeMap<String, u64> = BTreeMap::new();
+                    for r in e
+                        .recipients
+                        .iter()
+                        .filter(|r| r.state == RcptState::Pending)
+                    {
+                        let d = r
+                            .address
+                            .rsplit_once('@')
+                            .map(|(_, d)| d.to_ascii_lowercase())
+                            .unwrap_or_else(|| "(local)".into());
+                        *per.entry(d).or_default() += 1;
+                    }
+                    for (d, n) in per {
+                        add(d, n);
+                    }
+                }
+                ShapeBy::Error => add(error_key(e), e.pending().count() as u64),
+                // The age shape counts entries only, with or without content flags.
+                ShapeBy::Age => add(age_key(now.saturating_sub(found.name.id.secs()) / 60), 0),
+            }
+        }
+    }
+    let mut v: Vec<ShapeRow> = rows.into_values().collect();
+    if by == ShapeBy::Age {
+        v.sort_by_key(|r| {
+            AGE_BUCKETS
+                .iter()
+                .position(|b| r.key == format!("< {b}m"))
+                .unwrap_or(AGE_BUCKETS.len())
+        });
+    } else {
+        v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
+    }
+    Ok(v)
+}

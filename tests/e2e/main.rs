@@ -39,3 +39,9 @@ mod hostile;
 mod faults;
 // Claims across hosts on one machine: a frozen runner fenced, a removed record noticed, clock skew.
 mod lease;
+// The admin tools (mm-flush, …) against runners draining the same queue, an SMTP server's log as the judge.
+mod admin;
+// The runner's log: Postfix-style recipient lines, levels, --quiet, read by pflogsumm.
+mod maillog;
+// mm-runq --dsn: bounce records as RFC 3464 reports, read by Python's email package.
+mod dsn;

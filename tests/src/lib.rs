@@ -57,6 +57,10 @@ pub const TOOLS: &[&str] = &[
     "mm-dumpdb",
     "mm-recover",
     "mm-unbad",
+    "mm-flush",
+    "mm-hold",
+    "mm-release",
+    "mm-delete",
 ];
 
 /// The directory of this crate (`tests/`).

@@ -106,7 +106,7 @@ enum Task {
     },
 }
 
-/// One of the six tools: its binary name and its clap definition.
+/// One of the tools: its binary name and its clap definition.
 #[derive(Clone, Copy)]
 pub struct Tool {
     /// The binary (and man page) name.
@@ -116,7 +116,7 @@ pub struct Tool {
 }
 
 /// Every tool, in the order the README lists them.
-pub const TOOLS: [Tool; 6] = [
+pub const TOOLS: [Tool; 10] = [
     Tool {
         name: "mm-enqueue",
         command: mm_enqueue::Cli::command,
@@ -140,6 +140,22 @@ pub const TOOLS: [Tool; 6] = [
     Tool {
         name: "mm-unbad",
         command: mm_unbad::Cli::command,
+    },
+    Tool {
+        name: "mm-flush",
+        command: mm_flush::Cli::command,
+    },
+    Tool {
+        name: "mm-hold",
+        command: mm_hold::Cli::command,
+    },
+    Tool {
+        name: "mm-release",
+        command: mm_release::Cli::command,
+    },
+    Tool {
+        name: "mm-delete",
+        command: mm_delete::Cli::command,
     },
 ];
 

@@ -17,8 +17,11 @@
 //! `validate-man.sh`). Output is deterministic: no date in the title.
 
 mod common;
+mod delete;
 mod dumpdb;
 mod enqueue;
+mod flush;
+mod hold;
 mod recover;
 mod runq;
 mod showq;
@@ -75,6 +78,10 @@ fn page(tool: &str) -> &'static Page {
         "mm-dumpdb" => &dumpdb::PAGE,
         "mm-recover" => &recover::PAGE,
         "mm-unbad" => &unbad::PAGE,
+        "mm-flush" => &flush::PAGE,
+        "mm-hold" => &hold::HOLD,
+        "mm-release" => &hold::RELEASE,
+        "mm-delete" => &delete::PAGE,
         other => panic!("no man page text for {other}: add xtask/src/man/<tool>.rs"),
     }
 }

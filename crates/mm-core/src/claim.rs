@@ -611,8 +611,8 @@ impl Claim {
         put_back(&self.queue, self.id, &self.token, &self.path, due)
     }
 
-    /// Moves it, with its current content, to `dest` as queued (pass-on) or
-    /// preserved (quarantine). The content is saved in place first, then one
+    /// Moves it, with its current content, to `dest` as queued (pass-on),
+    /// preserved (quarantine) or held (mm-hold). The content is saved in place first, then one
     /// rename moves it, so it is never in two places.
     pub fn move_to(self, dest: &Queue, state: State, due: Option<u64>) -> Result<PathBuf> {
         self.save()?;
@@ -624,6 +624,7 @@ impl Claim {
     pub fn move_saved(self, dest: &Queue, state: State, due: Option<u64>) -> Result<PathBuf> {
         let name = match state {
             State::Preserved => FileName::preserved(self.id),
+            State::Held => FileName::held(self.id, due),
             _ => FileName::deferred(self.id, due),
         };
         dest.ensure_bucket(self.id.bucket())?;

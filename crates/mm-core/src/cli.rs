@@ -53,8 +53,8 @@ pub struct SelectArgs {
     /// Enqueued less than DUR ago.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub younger_than: Option<std::time::Duration>,
-    /// In state STATE (repeatable): queued, deferred, claimed, preserved, writing.
-    #[arg(long = "state", value_name = "STATE", value_parser = words::<crate::report::ShownState, 5>(crate::report::ShownState::ALL.map(|s| s.as_str())))]
+    /// In state STATE (repeatable): queued, deferred, claimed, preserved, held, writing.
+    #[arg(long = "state", value_name = "STATE", value_parser = words::<crate::report::ShownState, 6>(crate::report::ShownState::ALL.map(|s| s.as_str())))]
     pub states: Vec<crate::report::ShownState>,
     /// The last error, quarantine reason or a recipient's last reply contains TEXT.
     #[arg(long, value_name = "TEXT")]
@@ -305,6 +305,18 @@ pub fn say(line: &str) {
 }
 
 pub use crate::report::one_line;
+/// Writes `value` as one JSON line. Encoded first, then written, so that a
+/// closed pipe (`mm-showq --json | head -1`) is an `io::Error` of kind
+/// `BrokenPipe` in the error chain, which [`run_main`] treats as success;
+/// serde_json's own writer error hides it.
+pub fn json_line<W: std::io::Write + ?Sized>(
+    out: &mut W,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    let mut buf = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
+    out.write_all(&buf)
+}
 
 #[cfg(test)]
 mod tests {

@@ -138,6 +138,11 @@ pub struct Meta {
     /// What happened to it: recoveries, quarantines, releases.
     #[serde(default)]
     pub history: Vec<Event>,
+    /// Who held it, when and why, while it is held (`ID.hld`); mm-release
+    /// clears it. Left out when absent, so entries never held are
+    /// byte-for-byte what they were before holds existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
     /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
@@ -156,6 +161,29 @@ pub struct Quarantine {
     pub at: u64,
     /// The queue it came from, where mm-unbad returns it.
     pub from_queue: String,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// An admin's hold on an entry (mm-hold).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Who held it (the user, and who ran sudo).
+    pub by: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Why, as the admin said.
+    pub reason: String,
+    /// When it was due before it was held (Unix seconds), if deferred.
+    #[serde(default)]
+    pub was_due: Option<u64>,
+    /// When a timed hold ends (Unix seconds); also in the name, `ID.UNTIL.hld`.
+    #[serde(default)]
+    pub until: Option<u64>,
+    /// The destination hold rule that held it (its domain), if any.
+    #[serde(default)]
+    pub rule: Option<String>,
     /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
@@ -182,6 +210,8 @@ pub enum BounceReason {
     Refused,
     /// They were still deferred at the give-up time.
     Expired,
+    /// An admin gave up on them (`mm-delete --bounce`).
+    GivenUp,
 }
 
 impl BounceReason {
@@ -190,6 +220,7 @@ impl BounceReason {
         match self {
             BounceReason::Refused => "refused",
             BounceReason::Expired => "expired",
+            BounceReason::GivenUp => "given up",
         }
     }
 
@@ -199,12 +230,21 @@ impl BounceReason {
         format!("{}: {detail}", BounceReason::Expired.as_str())
     }
 
+    /// The last reply kept for a recipient an admin gave up on: the words,
+    /// then `detail`. [`BounceReason::of`] reads it back.
+    pub fn given_up_reply(detail: &str) -> String {
+        format!("{} {detail}", BounceReason::GivenUp.as_str())
+    }
+
     /// Why failed recipient `r` failed, from the reply it keeps (a bounce
     /// record may be written by a later run than the one that failed it).
     pub fn of(r: &Recipient) -> BounceReason {
         match r.last_reply.as_deref() {
             Some(reply) if reply.starts_with(BounceReason::Expired.as_str()) => {
                 BounceReason::Expired
+            }
+            Some(reply) if reply.starts_with(BounceReason::GivenUp.as_str()) => {
+                BounceReason::GivenUp
             }
             _ => BounceReason::Refused,
         }
@@ -335,12 +375,14 @@ impl Entry {
         });
     }
 
-    /// The reason shown for this entry: quarantine reason, else the last error.
+    /// The reason shown for this entry: quarantine reason, else the hold's
+    /// reason, else the last error.
     pub fn reason(&self) -> Option<&str> {
         self.meta
             .quarantine
             .as_ref()
             .map(|q| q.reason.as_str())
+            .or(self.meta.hold.as_ref().map(|h| h.reason.as_str()))
             .or(self.meta.last_error.as_deref())
     }
 }

@@ -17,6 +17,8 @@
 //! | `ID.DUE.pck`             | deferred  | due at Unix time DUE (no open to know it)  |
 //! | `ID.TOKEN.bak`           | claimed   | held by the runner whose token is TOKEN    |
 //! | `ID.psv`                 | preserved | quarantined, with a reason                 |
+//! | `ID.hld`                 | held      | held by an admin (mm-hold): no runner takes it |
+//! | `ID.UNTIL.hld`           | held      | held until UNTIL; then a runner takes it      |
 //!
 //! Everything else in a queue directory is foreign and is left alone.
 
@@ -168,6 +170,11 @@ pub enum State {
     Claimed,
     /// `.psv`: preserved in quarantine.
     Preserved,
+    /// `.hld`: held by an admin (mm-hold). No runner claims it and its
+    /// give-up clock stops; mm-release puts it back. A new extension, so
+    /// versions before it see a foreign file, which they never open, move or
+    /// remove (and so never deliver).
+    Held,
 }
 
 impl State {
@@ -178,6 +185,7 @@ impl State {
             State::Queued => "pck",
             State::Claimed => "bak",
             State::Preserved => "psv",
+            State::Held => "hld",
         }
     }
 
@@ -188,6 +196,7 @@ impl State {
             State::Queued => "queued",
             State::Claimed => "claimed",
             State::Preserved => "preserved",
+            State::Held => "held",
         }
     }
 }
@@ -199,7 +208,8 @@ pub struct FileName {
     pub id: EntryId,
     /// Its state.
     pub state: State,
-    /// For a deferred `.pck`: when it is due (Unix seconds).
+    /// For a deferred `.pck`: when it is due; for a timed hold `.hld`: when
+    /// it ends (Unix seconds).
     pub due: Option<u64>,
     /// For `.bak` and a runner's `.tmp`: the holder's token.
     pub holder: Option<String>,
@@ -246,6 +256,16 @@ impl FileName {
         }
     }
 
+    /// A held name (mm-hold), until `until` (`None`: until mm-release).
+    pub fn held(id: EntryId, until: Option<u64>) -> FileName {
+        FileName {
+            id,
+            state: State::Held,
+            due: until,
+            holder: None,
+        }
+    }
+
     /// A temporary name, for mm-enqueue (`holder` None) or a runner's rewrite.
     pub fn writing(id: EntryId, holder: Option<&str>) -> FileName {
         FileName {
@@ -272,6 +292,7 @@ impl FileName {
             b"pck" => State::Queued,
             b"bak" => State::Claimed,
             b"psv" => State::Preserved,
+            b"hld" => State::Held,
             _ => return None,
         };
         let mut f = FileName {
@@ -282,7 +303,7 @@ impl FileName {
         };
         match (state, mid) {
             (_, None) if state != State::Claimed => {}
-            (State::Queued, Some(m)) => {
+            (State::Queued | State::Held, Some(m)) => {
                 f.due = Some(digits(m).filter(|_| !m.is_empty() && m.len() <= 12)?)
             }
             (State::Claimed | State::Writing, Some(m)) if is_token(m) => {
@@ -353,6 +374,8 @@ mod tests {
             FileName::deferred(id(), Some(1_764_100_000)),
             FileName::claimed(id(), "k3j2-41a"),
             FileName::preserved(id()),
+            FileName::held(id(), None),
+            FileName::held(id(), Some(1_764_100_000)),
             FileName::writing(id(), None),
             FileName::writing(id(), Some("abc")),
         ] {
@@ -371,6 +394,7 @@ mod tests {
             format!("{base}.Tok.bak"),
             "README".into(),
             format!("{base}..pck"),
+            format!("{base}.tok.hld"),
         ] {
             assert_eq!(FileName::parse(bad.as_bytes()), None, "{bad}");
         }

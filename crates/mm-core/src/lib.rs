@@ -26,22 +26,31 @@
 //!   moves of a claimed entry; [`recover`]: dead runners' claims;
 //! * [`runner`], [`pipeline`], [`retry`], [`delivery`]: processing;
 //! * [`report`], [`select`]: what the inspection tools print and choose;
+//! * [`admin`] and its operations ([`flush`], [`hold`], [`delete`]): what the admin tools change;
 //! * [`fsx`], [`clock`], [`error`]: general helpers that know nothing of mail.
 
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod admin;
+#[cfg(feature = "cli")]
+pub mod admin_cli;
+pub mod bounce;
 pub mod claim;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
 pub mod crashpoint;
+pub mod delete;
 pub mod delivery;
 pub mod destination;
+pub mod dsn;
 pub mod enqueue;
 pub mod entry;
 pub mod error;
+pub mod flush;
 pub mod fsx;
+pub mod hold;
 pub mod id;
 pub mod pipeline;
 pub mod recover;

@@ -36,6 +36,8 @@ pub struct QueueSummary {
     pub claimed: u64,
     /// Quarantined (`.psv`).
     pub preserved: u64,
+    /// Held by an admin (`.hld`).
+    pub held: u64,
     /// Being written (`.tmp`).
     pub writing: u64,
     /// Files that are not entries (left alone; see mm-recover).
@@ -82,6 +84,7 @@ pub fn summarize(
                 State::Queued => s.queued += 1,
                 State::Claimed => s.claimed += 1,
                 State::Preserved => s.preserved += 1,
+                State::Held => s.held += 1,
                 State::Writing => s.writing += 1,
             }
             let t = name.id.secs();
@@ -155,17 +158,20 @@ pub enum ShownState {
     Claimed,
     /// `.psv`.
     Preserved,
+    /// `.hld`: held by an admin.
+    Held,
     /// `.tmp`.
     Writing,
 }
 
 impl ShownState {
     /// Every state, in the order `--state` lists them.
-    pub const ALL: [ShownState; 5] = [
+    pub const ALL: [ShownState; 6] = [
         ShownState::Queued,
         ShownState::Deferred,
         ShownState::Claimed,
         ShownState::Preserved,
+        ShownState::Held,
         ShownState::Writing,
     ];
 
@@ -176,6 +182,7 @@ impl ShownState {
             State::Queued => ShownState::Queued,
             State::Claimed => ShownState::Claimed,
             State::Preserved => ShownState::Preserved,
+            State::Held => ShownState::Held,
             State::Writing => ShownState::Writing,
         }
     }
@@ -187,6 +194,7 @@ impl ShownState {
             ShownState::Queued => State::Queued.label(),
             ShownState::Claimed => State::Claimed.label(),
             ShownState::Preserved => State::Preserved.label(),
+            ShownState::Held => State::Held.label(),
             ShownState::Writing => State::Writing.label(),
         }
     }
@@ -277,6 +285,17 @@ pub struct QuarantineView {
     pub from_queue: String,
 }
 
+/// An admin's hold, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldView {
+    /// Who held it.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// A bounce record's origin, as shown.
 #[derive(Clone, Debug, Serialize)]
 pub struct BounceView {
@@ -284,7 +303,7 @@ pub struct BounceView {
     pub original_id: String,
     /// Its queue.
     pub original_queue: String,
-    /// refused or expired.
+    /// refused, expired, or given up (mm-delete --bounce).
     pub reason: String,
 }
 
@@ -331,10 +350,13 @@ pub struct EntryView {
     pub claim_holder: Option<HolderView>,
     /// Quarantine details.
     pub quarantine: Option<QuarantineView>,
+    /// Who held it, when and why; only in held entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
     /// Free-form metadata.
     pub meta: Option<std::collections::BTreeMap<String, String>>,
     /// For a bounce record: the entry it came from, its queue, and why
-    /// (`refused` or `expired`).
+    /// (`refused`, `expired` or `given up`).
     pub bounce: Option<BounceView>,
     /// Per-recipient detail (mm-dumpdb).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,6 +408,7 @@ pub fn view(
             .filter(|_| name.state == State::Claimed)
             .map(|t| holder_view(spool, t)),
         quarantine: None,
+        hold: None,
         meta: None,
         bounce: None,
         recipients: None,
@@ -407,6 +430,11 @@ pub fn view(
                 reason: q.reason.clone(),
                 at: clock::rfc3339(q.at),
                 from_queue: q.from_queue.clone(),
+            });
+            v.hold = e.meta.hold.as_ref().map(|h| HoldView {
+                by: h.by.clone(),
+                at: clock::rfc3339(h.at),
+                reason: h.reason.clone(),
             });
             v.meta = Some(e.meta.kv.clone());
             v.bounce = e.meta.bounce.as_ref().map(|b| BounceView {

@@ -30,13 +30,15 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::bounce::{self, bounce_record};
 use crate::claim::{self, Claim, Claimed, Registration};
 use crate::clock;
 use crate::delivery::{Deliver, Discard, Mail, Maildir, RcptResult, Verdict};
 use crate::destination;
-use crate::entry::{Bounce, BounceReason, Entry, RcptState};
+use crate::entry::{BounceReason, Entry, RcptState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsx::{self, Floor};
+use crate::hold;
 use crate::id::{EntryId, FileName, State};
 use crate::pipeline::{self, Stage, StageOutcome};
 use crate::recover::{self, RecoverOptions};
@@ -108,6 +110,9 @@ pub struct RunnerConfig {
     /// failing before it stops with the entry left claimed for recovery. A
     /// service retries until it is stopped.
     pub write_retry: Duration,
+    /// Turn bounce records into delivery status notifications to their
+    /// senders before delivering (`--dsn`, on the bounces queue; dsn.rs).
+    pub dsn: bool,
 }
 
 /// Signals the runner watches.
@@ -171,10 +176,167 @@ impl Stats {
 
 /// Where log lines go; the library never prints.
 pub trait Log: Send + Sync {
-    /// One line (no newline).
-    fn line(&self, line: &str);
+    /// One event: what the logger prints, and at which level, comes from
+    /// its kind, never from matching its text.
+    fn event(&self, event: &Event<'_>);
+    /// A line about something that went wrong or needs an admin
+    /// ([`Event::Problem`]).
+    fn line(&self, line: &str) {
+        self.event(&Event::Problem(line));
+    }
     /// Progress of an `--until-empty` run: done so far, and still due.
     fn progress(&self, _done: u64, _left: u64) {}
+}
+
+/// How much a log line matters: syslog(3)'s priorities, which `--quiet`
+/// and `--syslog` go by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// A local failure (LOG_ERR).
+    Error,
+    /// Something for an admin: recoveries, fencing, put-backs (LOG_WARNING).
+    Warning,
+    /// Mail that did not go through: deferred, bounced, shunted,
+    /// quarantined; bounce records (LOG_NOTICE).
+    Notice,
+    /// Routine: delivered, passed on, start and stop (LOG_INFO).
+    Info,
+}
+
+impl Level {
+    /// The syslog priority number.
+    pub fn syslog(self) -> u8 {
+        match self {
+            Level::Error => 3,
+            Level::Warning => 4,
+            Level::Notice => 5,
+            Level::Info => 6,
+        }
+    }
+}
+
+/// What became of one recipient in one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcptStatus {
+    /// Accepted by the next hop.
+    Sent,
+    /// To be retried.
+    Deferred,
+    /// Refused for good (or expired): a bounce record follows.
+    Bounced,
+}
+
+/// One recipient's outcome, logged in the form of Postfix's maillog, so
+/// that its tools read it: `ID: to=<A>, relay=HOST[ADDR]:PORT, delay=SECS,
+/// dsn=X.Y.Z, status=sent (REPLY)`. The remote server's queue id is in its
+/// reply (`250 2.0.0 Ok: queued as 4F3K…`), as in Postfix's.
+#[derive(Clone, Debug)]
+pub struct RcptLine<'a> {
+    /// The entry.
+    pub id: &'a str,
+    /// The recipient.
+    pub to: &'a str,
+    /// Where it went: `host[address]:port`, `local` (maildir), `none`.
+    pub relay: &'a str,
+    /// Seconds since the entry was enqueued.
+    pub delay: u64,
+    /// The outcome.
+    pub status: RcptStatus,
+    /// The reply, or the local reason.
+    pub reply: &'a str,
+}
+
+impl RcptLine<'_> {
+    /// The enhanced status code: the reply's own (`4.2.0`), else its class.
+    pub fn dsn(&self) -> String {
+        let mut words = self.reply.split_whitespace();
+        let code = words.next().unwrap_or("");
+        if let Some(w) = words.next()
+            && w.split('.').count() == 3
+            && w.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return w.to_string();
+        }
+        match (code.as_bytes().first(), self.status) {
+            (Some(c @ b'2'..=b'5'), _) if code.len() == 3 => format!("{}.0.0", *c as char),
+            (_, RcptStatus::Sent) => "2.0.0".into(),
+            (_, RcptStatus::Deferred) => "4.0.0".into(),
+            (_, RcptStatus::Bounced) => "5.0.0".into(),
+        }
+    }
+}
+
+/// What the runner logs.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    /// The runner took its lock and starts (what it is, its token).
+    Start(&'a str),
+    /// The runner stops, with its counts.
+    Stop(&'a str),
+    /// One recipient's outcome.
+    Rcpt(RcptLine<'a>),
+    /// An entry went through: finished or passed on, with no recipient
+    /// failed in this attempt.
+    Done(&'a str),
+    /// An entry that did not go through: deferred, with failures, shunted,
+    /// quarantined.
+    Entry(&'a str),
+    /// A bounce record was written: the entry's queue and id, the record's id.
+    Bounce(&'a str, &'a str, &'a str),
+    /// Something that went wrong or needs an admin.
+    Problem(&'a str),
+    /// A local failure.
+    Error(&'a str),
+}
+
+impl Event<'_> {
+    /// Its level.
+    pub fn level(&self) -> Level {
+        match self {
+            Event::Start(_) | Event::Stop(_) | Event::Done(_) => Level::Info,
+            Event::Rcpt(r) if r.status == RcptStatus::Sent => Level::Info,
+            Event::Rcpt(_) | Event::Entry(_) | Event::Bounce(..) => Level::Notice,
+            Event::Problem(_) => Level::Warning,
+            Event::Error(_) => Level::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Rcpt(r) => {
+                let status = match r.status {
+                    RcptStatus::Sent => "sent",
+                    RcptStatus::Deferred => "deferred",
+                    RcptStatus::Bounced => "bounced",
+                };
+                write!(
+                    f,
+                    "{}: to=<{}>, relay={}, delay={}, dsn={}, status={status} ({})",
+                    r.id,
+                    r.to,
+                    r.relay,
+                    r.delay,
+                    r.dsn(),
+                    r.reply
+                )
+            }
+            Event::Bounce(queue, id, record) => {
+                write!(
+                    f,
+                    "{id}: bounce record {record} written in bounces (from {queue})"
+                )
+            }
+            Event::Start(t)
+            | Event::Stop(t)
+            | Event::Done(t)
+            | Event::Entry(t)
+            | Event::Problem(t)
+            | Event::Error(t) => f.write_str(t),
+        }
+    }
 }
 
 /// How a run ended.
@@ -500,6 +662,12 @@ pub fn run(
     write_lock_owner(&lock, &lock_path);
 
     let me = Registration::register(spool, &what(cfg), cfg.lease)?;
+    log.event(&Event::Start(&format!(
+        "{} started: token {}, pid {}",
+        what(cfg),
+        me.token(),
+        std::process::id()
+    )));
     let shared = Arc::new(Shared {
         spool: spool.clone(),
         queue,
@@ -576,14 +744,21 @@ fn recover_own_slice(sh: &Shared) -> Result<()> {
     let me = sh.me();
     recover::recover_queue(&sh.spool, &sh.queue, &me, &opts, &mut |a| {
         if a.action != crate::recover::Verdict::Busy {
+            // QUEUE ID WHAT, as every other line of the log.
             sh.log.line(&format!(
                 "{} {} {}: {} ({})",
                 sh.cfg.queue,
-                a.action,
                 a.id.as_deref().unwrap_or("-"),
+                a.action,
                 a.path.display(),
                 a.detail
             ));
+        }
+        // Counted in the run's final line, like the quarantines of a pass.
+        if a.action == crate::recover::Verdict::Quarantined
+            && let Ok(mut p) = sh.pass.lock()
+        {
+            p.quarantined += 1;
         }
     })?;
     Ok(())
@@ -689,9 +864,10 @@ fn due_entries(
     let mut heap: BinaryHeap<(EntryId, FileName, PlaceKey)> = BinaryHeap::new();
     let mut total = 0u64;
     queue.scan(slice, &mut |item| {
+        // A timed hold (`ID.UNTIL.hld`) whose time came is due like a deferred entry.
         if let Item::Entry { name, place, .. } = item
-            && name.state == State::Queued
-            && name.due.is_none_or(|d| d <= now)
+            && (name.state == State::Queued && name.due.is_none_or(|d| d <= now)
+                || name.state == State::Held && name.due.is_some_and(|d| d <= now))
         {
             total += 1;
             heap.push((name.id, name, PlaceKey(place)));
@@ -745,7 +921,12 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
             std::thread::spawn(move || worker(&sh, &slot))
         })
         .collect();
-    let mut totals = Stats::default();
+    // What the start-up recovery did (its quarantines) counts in the totals.
+    let mut totals = sh
+        .pass
+        .lock()
+        .map(|mut p| std::mem::take(&mut *p))
+        .unwrap_or_default();
     let mut done_so_far = 0u64;
     let mut idle_backoff = cfg.poll;
     let result = loop {
@@ -991,11 +1172,11 @@ fn failed(sh: &Shared, slot: &SlotRef, name: &FileName, e: &Error) {
             }
         }
     };
-    sh.log.line(&format!(
+    sh.log.event(&Event::Error(&format!(
         "{} {} error: {e}; {what}",
         sh.queue.name(),
         name.id
-    ));
+    )));
 }
 
 /// What a write to a claimed entry is.
@@ -1109,21 +1290,63 @@ fn process(
     let Some(mut c) = take(sh, &me, slot, name, place, st)? else {
         return Ok(());
     };
+    // Holds (hold.rs): a timed hold whose time came ends here; an entry for
+    // a destination a hold rule holds is held instead of tried.
+    let now = clock::now_secs();
+    if name.state == State::Held {
+        hold::end(&mut c.entry, now, "its hold time");
+    } else if let Some(rule) = hold::rule_for(&sh.spool, &c.entry, now) {
+        let line = guarded(&me, slot, || hold::hold_by_rule(c, &rule, now))?;
+        sh.log.event(&Event::Entry(&line));
+        return Ok(());
+    }
+    if sh.cfg.dsn {
+        match crate::dsn::prepare(&mut c.entry, &claim::host_name(), now) {
+            crate::dsn::Prepared::Report(to) => sh.log.event(&Event::Entry(&format!(
+                "{} {}: bounce record turned into a delivery status notification to <{to}>",
+                sh.queue.name(),
+                c.id()
+            ))),
+            crate::dsn::Prepared::NullSender => sh.log.event(&Event::Entry(&format!(
+                "{} {}: no delivery status notification for mail from <>",
+                sh.queue.name(),
+                c.id()
+            ))),
+            crate::dsn::Prepared::Nothing => {}
+        }
+    }
     let disposal = match run_stages(sh, &me, slot, &mut c)? {
         Staged::Ready => {
             let mut summary = match transport {
                 Some(t) => deliver(sh, &me, slot, t.as_mut(), &mut c)?,
                 None => AttemptSummary::default(),
             };
-            expire(&sh.cfg.retry, &mut c.entry, &mut summary);
+            let id = c.id().to_string();
+            let delay = clock::now_secs().saturating_sub(c.id().secs());
+            for (to, reply) in expire(&sh.cfg.retry, &mut c.entry, &mut summary) {
+                sh.log.event(&Event::Rcpt(RcptLine {
+                    id: &id,
+                    to: &to,
+                    relay: "none",
+                    delay,
+                    status: RcptStatus::Bounced,
+                    reply: &reply,
+                }));
+            }
             Disposal::Attempted(summary)
         }
         Staged::Defer(reason) => Disposal::Defer(reason),
         Staged::Shunt(reason) => Disposal::Shunt(reason),
     };
+    let before = (st.finished + st.passed, st.rcpt_failed);
     let line = dispose(sh, &me, slot, c, disposal, st)?;
-    sh.log
-        .line(&format!("{line} {}ms", started.elapsed().as_millis()));
+    let line = format!("{line} {}ms", started.elapsed().as_millis());
+    // Through (finished or passed on) with nothing failed: routine.
+    if st.finished + st.passed > before.0 && st.rcpt_failed == before.1 {
+        sh.log.event(&Event::Done(&line));
+    } else {
+        sh.log.event(&Event::Entry(&line));
+    }
     Ok(())
 }
 
@@ -1288,8 +1511,10 @@ fn deliver(
     // A copy for the transport: `record` saves the entry (message and all)
     // after each transaction, so the entry must keep its own.
     let message = c.entry.message.clone();
+    let mut outcomes: Vec<RcptResult> = Vec::new();
     let mut record = |results: &[RcptResult]| -> Result<()> {
         seen += results.len();
+        outcomes.extend_from_slice(results);
         apply(&mut c.entry, results, &mut summary);
         mark_unsaved(slot);
         // The last transaction's outcome is written by the disposal.
@@ -1319,6 +1544,23 @@ fn deliver(
         message: &message,
     };
     let delivered = transport.deliver(&mail, &mut record);
+    let relay = transport.relay();
+    let delay = now.saturating_sub(c.id().secs());
+    for o in &outcomes {
+        let status = match o.verdict {
+            Verdict::Delivered => RcptStatus::Sent,
+            Verdict::Deferred => RcptStatus::Deferred,
+            Verdict::Failed => RcptStatus::Bounced,
+        };
+        sh.log.event(&Event::Rcpt(RcptLine {
+            id: &id,
+            to: &o.address,
+            relay: &relay,
+            delay,
+            status,
+            reply: &o.reply,
+        }));
+    }
     if let Some(d) = &dest {
         sh.destination_outcome(d, transport.trouble());
         if probing {
@@ -1330,15 +1572,21 @@ fn deliver(
 }
 
 /// Step 4: recipients still pending past the give-up time fail ("expired").
-fn expire(retry: &RetryPolicy, entry: &mut Entry, summary: &mut AttemptSummary) {
+/// Returns each expired recipient and its new last reply, for the log.
+fn expire(
+    retry: &RetryPolicy,
+    entry: &mut Entry,
+    summary: &mut AttemptSummary,
+) -> Vec<(String, String)> {
     let now = clock::now_secs();
+    let mut expired = Vec::new();
     if entry.pending().count() == 0
         || !entry
             .meta
             .first_attempt
             .is_some_and(|f| retry.expired(f, now))
     {
-        return;
+        return expired;
     }
     let horizon = humantime::format_duration(retry.give_up);
     for r in entry
@@ -1354,7 +1602,9 @@ fn expire(retry: &RetryPolicy, entry: &mut Entry, summary: &mut AttemptSummary) 
         r.updated = Some(now);
         summary.deferred = summary.deferred.saturating_sub(1);
         summary.failed += 1;
+        expired.push((r.address.clone(), r.last_reply.clone().unwrap_or_default()));
     }
+    expired
 }
 
 /// Where an entry goes once its attempt is over.
@@ -1406,14 +1656,7 @@ fn dispose(
         Disposal::Shunt(reason) => return shunt(sh, me, slot, c, &reason, st),
         Disposal::Attempted(s) => s,
     };
-    let new_failures: Vec<usize> = c
-        .entry
-        .recipients
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.state == RcptState::Failed && !r.bounced)
-        .map(|(i, _)| i)
-        .collect();
+    let new_failures = bounce::unbounced(&c.entry);
     if !new_failures.is_empty() {
         let record = bounce_record(&qname, &c.entry, &new_failures);
         let bounces = sh.spool.queue_named(queues::BOUNCES)?;
@@ -1425,9 +1668,9 @@ fn dispose(
             "write its bounce record",
             || claim::publish(&bounces, &record),
         )?;
-        for i in new_failures {
-            c.entry.recipients[i].bounced = true;
-        }
+        sh.log
+            .event(&Event::Bounce(&qname, &id.to_string(), &record.id));
+        bounce::mark_bounced(&mut c.entry, &new_failures);
     }
     st.rcpt_delivered += summary.delivered;
     st.rcpt_deferred += summary.deferred;
@@ -1604,54 +1847,4 @@ fn apply(entry: &mut Entry, results: &[RcptResult], s: &mut AttemptSummary) {
             }
         }
     }
-}
-
-/// The bounce record for the recipients `failed` of `entry`: a new entry
-/// for bounces/, its id fixed here so that a write retried after a failure
-/// is the same record, never a second one.
-fn bounce_record(queue: &str, entry: &Entry, failed: &[usize]) -> Entry {
-    let now = clock::now();
-    let micros = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    let id = EntryId::generate(micros, &[entry.id.as_bytes(), b"bounce"]);
-    let addrs: Vec<String> = failed
-        .iter()
-        .map(|&i| entry.recipients[i].address.clone())
-        .collect();
-    let mut b = Entry::new(
-        &id,
-        &entry.sender,
-        &addrs,
-        entry.message.clone(),
-        queues::BOUNCES,
-    );
-    for (dst, &i) in b.recipients.iter_mut().zip(failed) {
-        let src = &entry.recipients[i];
-        dst.state = RcptState::Failed;
-        dst.attempts = src.attempts;
-        dst.last_reply = src.last_reply.clone();
-        dst.updated = src.updated;
-        // The record itself must not bounce again when a runner works bounces/.
-        dst.bounced = true;
-    }
-    let expired = failed
-        .iter()
-        .any(|&i| BounceReason::of(&entry.recipients[i]) == BounceReason::Expired);
-    b.meta.list = entry.meta.list.clone();
-    b.meta.kv = entry.meta.kv.clone();
-    b.meta.bounce = Some(Bounce {
-        original_id: entry.id.clone(),
-        original_queue: queue.to_string(),
-        reason: if expired {
-            BounceReason::Expired
-        } else {
-            BounceReason::Refused
-        }
-        .as_str()
-        .into(),
-        extra: Default::default(),
-    });
-    b
 }

@@ -10,7 +10,7 @@
 //! | `--domain D` | one of its recipients is at D or a subdomain of D |
 //! | `--list L` | its list is L |
 //! | `--older-than DUR` / `--younger-than DUR` | its enqueue time is that old |
-//! | `--state S` (repeatable) | its state is S: queued, deferred, claimed, preserved, writing |
+//! | `--state S` (repeatable) | its state is S: queued, deferred, claimed, preserved, held, writing |
 //! | `--error TEXT` | its last error, quarantine reason or a recipient's last reply contains TEXT |
 //! | `--slice K/N` | it is in slice K of N |
 //!

@@ -120,6 +120,40 @@ impl Spool {
         Ok(self.queue(&QueueName::new(name)?))
     }
 
+    /// A queue named by a user that must be there: its directory exists, or
+    /// it is one of the well-known queues (created on demand, so an empty
+    /// one may have no directory yet). Anything else is a typo, not an empty
+    /// queue: [`ErrorKind::NotFound`], naming the queues there are.
+    pub fn existing_queue(&self, name: &str) -> Result<Queue> {
+        let q = self.queue_named(name)?;
+        let known = [
+            queues::IN,
+            queues::OUT,
+            queues::BOUNCES,
+            queues::SHUNT,
+            queues::BAD,
+        ];
+        if known.contains(&name) || q.dir().is_dir() {
+            return Ok(q);
+        }
+        let there: Vec<String> = self
+            .queues()
+            .map(|v| v.iter().map(|q| q.name().to_string()).collect())
+            .unwrap_or_default();
+        Err(Error::new(
+            crate::ErrorKind::NotFound,
+            format!(
+                "no queue {name} in {} (there: {})",
+                self.root.display(),
+                if there.is_empty() {
+                    "none".to_string()
+                } else {
+                    there.join(", ")
+                }
+            ),
+        ))
+    }
+
     /// The queues that exist, by name.
     pub fn queues(&self) -> Result<Vec<Queue>> {
         let mut out = Vec::new();

@@ -134,8 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if let Some(orig) = &entry.original {
                 obj["original_size"] = serde_json::Value::from(orig.len());
             }
-            serde_json::to_writer(&mut out, &obj)?;
-            out.write_all(b"\n")?;
+            mm_core::cli::json_line(&mut out, &obj)?;
         } else {
             if !first {
                 out.write_all(b"\n")?;
@@ -221,6 +220,9 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
             "quarantined:  {} (at {}, from {})",
             q.reason, q.at, q.from_queue
         )?;
+    }
+    if let Some(h) = &v.hold {
+        writeln!(out, "held:         by {} at {}: {}", h.by, h.at, h.reason)?;
     }
     if let Some(b) = &e.meta.bounce {
         writeln!(

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
+use mm_core::admin_cli::{Lines, OutputArgs};
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs, parse_duration};
 use mm_core::recover::{self, Action, RecoverOptions, Verdict};
@@ -41,6 +42,10 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
     ),
     (64, mm_core::cli::USAGE_STATUS),
     (65, "A bad queue name in `-q`."),
+    (
+        66,
+        "A queue named in `-q` is not there (a typo, not an empty queue).",
+    ),
     (70, mm_core::cli::SOFTWARE_STATUS),
     (
         75,
@@ -67,6 +72,9 @@ pub struct Cli {
     /// Queues to recover (repeatable); default every queue.
     #[arg(short, long = "queue", value_name = "NAME")]
     pub queues: Vec<String>,
+    /// The same as `-q QUEUE` (the form mm-showq takes).
+    #[arg(value_name = "QUEUE")]
+    pub queue_args: Vec<String>,
     /// Recoveries of one entry before it goes to bad/.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_recoveries: u32,
@@ -76,26 +84,23 @@ pub struct Cli {
     /// Lease of claims held by runners on other hosts.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     pub lease: Duration,
-    /// Only report what would be done.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// JSON Lines output (schema in docs/json.md).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     // Last: clap puts every flag after it under the selection heading.
     #[command(flatten)]
     pub select: SelectArgs,
 }
 
 /// Runs mm-recover.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.queues.append(&mut cli.queue_args);
     let spool = cli.spool.open()?;
     let queues = if cli.queues.is_empty() {
         spool.queues()?
     } else {
         cli.queues
             .iter()
-            .map(|q| spool.queue_named(q))
+            .map(|q| spool.existing_queue(q))
             .collect::<Result<_, _>>()?
     };
     let me = Registration::register(&spool, "mm-recover", claim::DEFAULT_LEASE)?;
@@ -104,13 +109,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         max_recoveries: cli.max_recoveries,
         tmp_age: cli.tmp_age,
         lease: cli.lease,
-        dry_run: cli.dry_run,
+        dry_run: cli.output.dry_run,
     };
-    let mut out = std::io::stdout().lock();
+    let mut lines = Lines::new(cli.output.json);
     let mut summary = recover::Summary::default();
-    let mut io_err: Option<std::io::Error> = None;
     let sweep =
-        cli.queues.is_empty() && cli.select.selector() == Default::default() && !cli.dry_run;
+        cli.queues.is_empty() && cli.select.selector() == Default::default() && !cli.output.dry_run;
     let mut live = std::collections::BTreeSet::new();
     let result = (|| -> anyhow::Result<()> {
         for q in &queues {
@@ -121,13 +125,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 &opts,
                 &mut |a: Action| {
                     summary.count(a.action);
-                    let r = if cli.json {
-                        serde_json::to_writer(&mut out, &a)
-                            .map_err(std::io::Error::other)
-                            .and_then(|_| out.write_all(b"\n"))
-                    } else {
-                        writeln!(
-                            out,
+                    lines.put(&a, || {
+                        format!(
                             "{} {} {} {} ({})",
                             a.action,
                             a.queue,
@@ -135,10 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                             a.path.display(),
                             a.detail
                         )
-                    };
-                    if let Err(e) = r {
-                        io_err.get_or_insert(e);
-                    }
+                    });
                 },
             )?);
         }
@@ -150,10 +146,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     me.unregister();
     result?;
-    if let Some(e) = io_err {
-        return Err(e.into());
-    }
-    if !cli.json {
+    lines.finish()?;
+    if !cli.output.json {
+        let mut out = std::io::stdout().lock();
         let counts: Vec<String> = Verdict::ALL
             .iter()
             .map(|&v| format!("{} {v}", summary.get(v)))
@@ -161,7 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         writeln!(
             out,
             "{}{}",
-            if cli.dry_run { "dry run: " } else { "" },
+            if cli.output.dry_run { "dry run: " } else { "" },
             counts.join(", ")
         )?;
     }

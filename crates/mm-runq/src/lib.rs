@@ -18,7 +18,7 @@ use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
 use mm_core::delivery::smtp::SmtpConfig;
 use mm_core::pipeline::{self, Stage, StageKind};
 use mm_core::retry::RetryPolicy;
-use mm_core::runner::{self, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
+use mm_core::runner::{self, Event, Level, Log, Mode, Outcome, RunnerConfig, Signals, Transport};
 use mm_core::{Error, ErrorKind, QueueName, Slice, clock};
 
 /// Examples, in `--help` and in the man page (xtask renders it).
@@ -186,8 +186,19 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     pub write_retry: Duration,
     /// Log to FILE instead of standard error (reopened on SIGHUP).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "syslog")]
     pub log: Option<PathBuf>,
+    /// Turn each bounce record into an RFC 3464 delivery status notification
+    /// and send it to the envelope sender from the null sender (run on the
+    /// bounces queue; never for mail that came from <>). Without it, the
+    /// records are left for a list server to read.
+    #[arg(long)]
+    pub dsn: bool,
+    /// Log to syslog (/dev/log, facility mail, tag mm/runq) with priorities
+    /// (info: delivered; notice: deferred, bounced; warning; err), so that
+    /// `journalctl -p err` finds the errors.
+    #[arg(long)]
+    pub syslog: bool,
     /// List the entries a run would take now (due, in this slice, oldest
     /// first) and exit; nothing is claimed or changed.
     #[arg(long)]
@@ -195,13 +206,22 @@ pub struct Cli {
     /// More detail.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
-    /// Only errors and the lines of entries that did not go through.
+    /// Only the lines of mail that did not go through, and problems: no
+    /// info lines (delivered recipients, finished entries, start, stop).
     #[arg(long)]
     pub quiet: bool,
 }
 
+/// The program name in log lines, in Postfix's `NAME/PROGRAM` form so that
+/// its log tools read them (`pflogsumm --syslog-name=mm`).
+const TAG: &str = "mm/runq";
+
 struct Logger {
     path: Option<PathBuf>,
+    /// `--syslog`: a datagram socket connected to /dev/log.
+    syslog: Option<std::os::unix::net::UnixDatagram>,
+    /// This host's name, as syslog would write it.
+    host: String,
     out: Mutex<Box<dyn Write + Send>>,
     hup: std::sync::Arc<std::sync::atomic::AtomicBool>,
     quiet: bool,
@@ -240,10 +260,20 @@ impl Logger {
 }
 
 impl Log for Logger {
-    fn line(&self, line: &str) {
-        let routine = line.contains(" done ") || line.contains(" passed to ");
-        if self.quiet && routine {
+    fn event(&self, event: &Event<'_>) {
+        if self.quiet && event.level() == Level::Info {
             return;
+        }
+        if let Some(sock) = &self.syslog {
+            // Facility mail (2); the daemon adds the time and host.
+            let msg = format!(
+                "<{}>{TAG}[{}]: {event}",
+                2 * 8 + event.level().syslog(),
+                std::process::id()
+            );
+            if sock.send(msg.as_bytes()).is_ok() {
+                return;
+            }
         }
         self.clear_bar();
         let Ok(mut out) = self.out.lock() else { return };
@@ -254,8 +284,9 @@ impl Log for Logger {
         }
         let _ = writeln!(
             out,
-            "{} mm-runq[{}]: {line}",
+            "{} {} {TAG}[{}]: {event}",
             clock::rfc3339(clock::now_secs()),
+            self.host,
             std::process::id()
         );
     }
@@ -381,6 +412,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         lease: cli.lease.max(Duration::from_secs(4)),
         floor: mm_core::fsx::Floor::default(),
         write_retry: cli.write_retry,
+        dsn: cli.dsn,
     };
     let spool = cli.spool.open()?;
     if cli.dry_run {
@@ -424,6 +456,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
     let bar = (mode == Mode::UntilEmpty
         && cli.log.is_none()
+        && !cli.syslog
         && !cli.quiet
         && std::io::stderr().is_terminal())
     .then(|| {
@@ -433,8 +466,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             drawn: false,
         })
     });
+    let syslog = if cli.syslog {
+        // The tests listen on a socket of their own (MM_TEST_SYSLOG).
+        #[cfg(feature = "test-hooks")]
+        let dev_log = std::env::var_os("MM_TEST_SYSLOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/log"));
+        #[cfg(not(feature = "test-hooks"))]
+        let dev_log = PathBuf::from("/dev/log");
+        let sock = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect(&dev_log).map(|()| s))
+            .map_err(|e| Error::io("cannot connect to syslog at", &dev_log, e))?;
+        Some(sock)
+    } else {
+        None
+    };
     let log = std::sync::Arc::new(Logger {
         path: cli.log.clone(),
+        syslog,
+        host: mm_core::claim::host_name(),
         out: Mutex::new(Logger::open(&cli.log)?),
         hup: signals.hup.clone(),
         quiet: cli.quiet,
@@ -443,10 +493,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
     match runner::run(&spool, &cfg, &signals, log.clone())? {
         Outcome::AlreadyRunning(holder) => {
-            // Cron's second launch while the first still runs: normal, so --quiet says nothing.
-            if cli.quiet {
-                return Ok(0);
-            }
+            // Cron's second launch while the first still runs: said even
+            // with --quiet (operations.md), so cron mails it: a run that
+            // outlasts its interval is worth knowing about.
             mm_core::cli::say(&format!(
                 "mm-runq: another runner of {} {} is running ({holder}); exiting",
                 cfg.queue, cfg.slice
@@ -455,10 +504,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Outcome::Done(stats) => {
             log.clear_bar();
-            if mode != Mode::Service && !cli.quiet || cli.verbose {
-                log.line(&format!(
-                    "{}: {} entries: {} done, {} passed on, {} deferred, {} bounced recipients, {} quarantined, {} shunted, {} errors",
+            {
+                log.event(&Event::Stop(&format!(
+                    "{} {} stopped: {} entries: {} done, {} passed on, {} deferred, {} bounced recipients, {} quarantined, {} shunted, {} errors",
                     cfg.queue,
+                    cfg.slice,
                     stats.entries(),
                     stats.finished,
                     stats.passed,
@@ -467,7 +517,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     stats.quarantined,
                     stats.shunted,
                     stats.errors
-                ));
+                )));
             }
             Ok(stats.exit_code())
         }

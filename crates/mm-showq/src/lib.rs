@@ -54,6 +54,11 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
     ),
     (64, mm_core::cli::USAGE_STATUS),
     (65, "A bad queue name."),
+    (
+        66,
+        "A queue named is not there (not a directory of the spool, nor a well-known queue): \
+         a typo, not an empty queue.",
+    ),
     (70, mm_core::cli::SOFTWARE_STATUS),
     (
         75,
@@ -68,8 +73,9 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
 
 /// The rest of `--help`, after the examples and exit statuses.
 const HELP_NOTES: &str =
-    "States: queued (due now), deferred (waiting for its next attempt), claimed (held
-by a runner: .bak), preserved (quarantined: .psv), writing (.tmp).
+    "States: queued (due now), deferred (waiting for its next attempt), claimed (taken
+by a runner: .bak), preserved (quarantined: .psv), held (by mm-hold: .hld),
+writing (.tmp).
 The JSON schema is documented in docs/json.md.";
 
 /// Show what is in the mm queues.
@@ -81,6 +87,9 @@ pub struct Cli {
     /// Queues to list entry by entry; without any, a summary of every queue.
     #[arg(value_name = "QUEUE")]
     pub queues: Vec<String>,
+    /// The same as a QUEUE argument (repeatable): the form the other tools take.
+    #[arg(short = 'q', long = "queue", value_name = "QUEUE")]
+    pub queue_flags: Vec<String>,
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
     #[arg(long, value_name = "KEY", value_parser = words::<ShapeBy, 3>(ShapeBy::ALL.map(ShapeBy::as_str)))]
     pub by: Option<ShapeBy>,
@@ -97,7 +106,8 @@ pub struct Cli {
 }
 
 /// Runs mm-showq.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.queues.append(&mut cli.queue_flags);
     let spool = cli.spool.open()?;
     let sel = cli.select.selector();
     let now = clock::now_secs();
@@ -107,7 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     } else {
         cli.queues
             .iter()
-            .map(|q| spool.queue_named(q))
+            .map(|q| spool.existing_queue(q))
             .collect::<Result<Vec<_>, _>>()?
     };
     if let Some(by) = cli.by {
@@ -120,8 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         if cli.json {
             for r in &rows {
-                serde_json::to_writer(&mut out, r)?;
-                out.write_all(b"\n")?;
+                mm_core::cli::json_line(&mut out, r)?;
             }
         } else {
             print_summary(&mut out, &rows, now)?;
@@ -143,8 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     v.slice = Some(s.to_string());
                 }
                 if cli.json {
-                    serde_json::to_writer(&mut out, &v)?;
-                    out.write_all(b"\n")?;
+                    mm_core::cli::json_line(&mut out, &v)?;
                 } else {
                     print_line(&mut out, &v, now)?;
                 }
@@ -163,8 +171,7 @@ fn print_shape(
 ) -> std::io::Result<()> {
     if json {
         for r in rows {
-            serde_json::to_writer(&mut *out, r).map_err(std::io::Error::other)?;
-            out.write_all(b"\n")?;
+            mm_core::cli::json_line(out, r)?;
         }
         return Ok(());
     }
@@ -184,12 +191,13 @@ fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::
     let bytes = |b: Option<u64>| b.map(|b| format!(" {b:>10}")).unwrap_or_default();
     writeln!(
         out,
-        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12}{}",
+        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>6} {:>7} {:>12}{}",
         "QUEUE",
         "QUEUED",
         "DEFERRED",
         "CLAIMED",
         "PRESERVED",
+        "HELD",
         "WRITING",
         "OLDEST",
         if rows.iter().any(|r| r.bytes.is_some()) {
@@ -205,12 +213,13 @@ fn print_summary(out: &mut impl Write, rows: &[QueueSummary], now: u64) -> std::
             .unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{:<12} {:>8} {:>8} {:>8} {:>9} {:>7} {:>12}{}",
+            "{:<12} {:>8} {:>8} {:>8} {:>9} {:>6} {:>7} {:>12}{}",
             r.queue,
             r.queued,
             r.deferred,
             r.claimed,
             r.preserved,
+            r.held,
             r.writing,
             oldest,
             bytes(r.bytes)

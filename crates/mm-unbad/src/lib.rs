@@ -1,12 +1,11 @@
 //! `mm-unbad`: return quarantined entries to work once the cause is fixed.
 
-use std::io::Write;
-
 use clap::Parser;
+use mm_core::QueueName;
+use mm_core::admin_cli::{Lines, OutputArgs, PickArgs};
 use mm_core::claim::{self, Registration};
 use mm_core::cli::{SelectArgs, SpoolArgs};
 use mm_core::unbad::{self, Released, UnbadOptions};
-use mm_core::{EntryId, Error, QueueName};
 
 /// Examples, in `--help` and in the man page (xtask renders it).
 pub const EXAMPLES: &[mm_core::cli::Example] = &[
@@ -44,7 +43,10 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
         65,
         "A malformed id, or a bad queue name in `--from` or `--to`.",
     ),
-    (66, "An id is not in the quarantine queue."),
+    (
+        66,
+        "An id is not in the quarantine queue, or `--from` names a queue that is not there.",
+    ),
     (70, mm_core::cli::SOFTWARE_STATUS),
     (
         75,
@@ -72,22 +74,10 @@ pub struct Cli {
     /// Return entries to QUEUE instead of the queue each came from.
     #[arg(long, value_name = "QUEUE")]
     pub to: Option<String>,
-    /// Entry ids to release.
-    #[arg(
-        value_name = "ID",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
-    pub ids: Vec<String>,
-    /// Release every entry of the quarantine queue (must be spelled out).
-    #[arg(long)]
-    pub all: bool,
-    /// Only report what would be done.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// JSON Lines output (schema in docs/json.md).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub pick: PickArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     // Last: clap puts every flag after it under the selection heading.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -97,52 +87,32 @@ pub struct Cli {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let from = QueueName::new(&cli.from)?;
     let to = cli.to.as_deref().map(QueueName::new).transpose()?;
-    let ids: Vec<EntryId> = cli
-        .ids
-        .iter()
-        .map(|s| EntryId::parse(s))
-        .collect::<Result<_, Error>>()?;
+    let ids = cli.pick.ids()?;
     let spool = cli.spool.open()?;
+    spool.existing_queue(&cli.from)?;
     let me = Registration::register(&spool, "mm-unbad", claim::DEFAULT_LEASE)?;
     let opts = UnbadOptions {
         from,
         to,
         select: cli.select.selector(),
-        dry_run: cli.dry_run,
+        dry_run: cli.output.dry_run,
     };
-    let mut out = std::io::stdout().lock();
+    let mut lines = Lines::new(cli.output.json);
     let mut failures = Vec::new();
-    let mut io_err = None;
-    let r = unbad::unbad(
-        &spool,
-        &me,
-        if cli.all { None } else { Some(&ids) },
-        &opts,
-        &mut |r: Released| {
-            failures.extend(r.result.failure());
-            let w = if cli.json {
-                serde_json::to_writer(&mut out, &r)
-                    .map_err(std::io::Error::other)
-                    .and_then(|_| out.write_all(b"\n"))
-            } else {
-                writeln!(
-                    out,
-                    "{} {} {} ({})",
-                    r.result,
-                    r.id,
-                    r.queue.as_deref().unwrap_or("-"),
-                    r.detail
-                )
-            };
-            if let Err(e) = w {
-                io_err.get_or_insert(e);
-            }
-        },
-    );
+    let r = unbad::unbad(&spool, &me, ids.as_deref(), &opts, &mut |r: Released| {
+        failures.extend(r.result.failure());
+        lines.put(&r, || {
+            format!(
+                "{} {} {} ({})",
+                r.result,
+                r.id,
+                r.queue.as_deref().unwrap_or("-"),
+                r.detail
+            )
+        });
+    });
     me.unregister();
     r?;
-    if let Some(e) = io_err {
-        return Err(e.into());
-    }
+    lines.finish()?;
     Ok(mm_core::error::batch_exit_code(failures))
 }

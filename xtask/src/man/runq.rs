@@ -61,7 +61,21 @@ pub const PAGE: Page = Page {
 
              At start it takes back the entries of its queue and slice whose runner died, as \
              `mm-recover` does. Only one runner of a queue and slice runs at a time: another \
-             one says so on standard error and exits 0.",
+             one says so on standard error and exits 0 (even with `--quiet`).
+
+             The log (standard error, `--log`, or `--syslog`: facility mail, tag `mm/runq`) \
+             has one line per recipient outcome in the form of Postfix's maillog, \
+             `ID: to=<A>, relay=HOST[ADDR]:PORT, delay=SECS, dsn=X.Y.Z, status=sent (REPLY)` \
+             (`deferred`, `bounced`), one line per entry, the id of every bounce record \
+             written, and a line when the runner starts and when it stops. Each line has a \
+             syslog level from its kind: info (sent, done, start, stop), notice (deferred, \
+             bounced, bounce records), warning, err (local failures). `--quiet` drops the \
+             info lines. `pflogsumm --syslog-name=mm` reads the log.
+
+             With `--dsn` (on the `bounces` queue), each bounce record becomes an RFC 3464 \
+             delivery status notification to its envelope sender, from the null sender, \
+             delivered and retried like any mail; mail that came from the null sender gets \
+             none.",
         ),
     ],
     examples: mm_runq::EXAMPLES,

@@ -82,12 +82,22 @@ pub trait Deliver: Send {
     fn trouble(&self) -> Option<String> {
         None
     }
+
+    /// Where the last delivery went, for the log: `host[address]:port`,
+    /// `local`, or `none`.
+    fn relay(&self) -> String {
+        "none".into()
+    }
 }
 
 /// `--deliver-to DIR`: one maildir copy per recipient, each recorded before the next.
 pub struct Maildir(pub std::path::PathBuf);
 
 impl Deliver for Maildir {
+    fn relay(&self) -> String {
+        "local".into()
+    }
+
     fn deliver(&mut self, mail: &Mail<'_>, record: &mut Record<'_>) -> crate::Result<()> {
         mail.recipients
             .iter()
@@ -130,5 +140,9 @@ impl Deliver for smtp::SmtpClient {
 
     fn trouble(&self) -> Option<String> {
         smtp::SmtpClient::trouble(self).map(str::to_string)
+    }
+
+    fn relay(&self) -> String {
+        smtp::SmtpClient::relay(self)
     }
 }

@@ -237,6 +237,8 @@ pub struct SmtpClient {
     session: Option<Box<Session>>,
     /// Why the last delivery could not even connect, if it could not.
     trouble: Option<String>,
+    /// The peer of the last session opened, for the log (`host[address]:port`).
+    last_peer: Option<String>,
 }
 
 impl fmt::Debug for SmtpClient {
@@ -333,8 +335,15 @@ impl SmtpClient {
             hello,
             tls: None,
             session: None,
+            last_peer: None,
             trouble: None,
         }
+    }
+
+    /// The server of the last connection, as the log shows it:
+    /// `host[address]:port`, or `none` before one was made.
+    pub fn relay(&self) -> String {
+        self.last_peer.clone().unwrap_or_else(|| "none".into())
     }
 
     /// The server delivered to: `host:port`.
@@ -482,7 +491,8 @@ impl SmtpClient {
             })?),
         };
         let hello = self.hello.to_string();
-        Session::connect(&Connect {
+        self.last_peer = None;
+        let session = Session::connect(&Connect {
             host: &self.config.host,
             port: self.config.port,
             connect_timeout: nonzero(self.config.connect_timeout.min(self.config.command_timeout)),
@@ -492,7 +502,9 @@ impl SmtpClient {
                 .as_ref()
                 .map(|config| (config, self.config.tls == Tls::Implicit)),
             credentials: self.config.credentials.as_ref(),
-        })
+        })?;
+        self.last_peer = Some(session.peer.clone());
+        Ok(session)
     }
 
     fn tls_config(&mut self) -> Result<Arc<rustls::ClientConfig>, String> {

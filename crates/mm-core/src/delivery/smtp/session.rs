@@ -160,6 +160,8 @@ pub(super) struct Session {
     last: Command,
     /// Inside a transaction: `RSET` comes before the next `MAIL`.
     pub in_transaction: bool,
+    /// Who we talk to, as logs show it: `host[address]:port`.
+    pub peer: String,
 }
 
 /// How to open a session.
@@ -206,6 +208,10 @@ impl Session {
             }
         }
         let tcp = tcp.ok_or_else(|| fail("connecting to", &last_error))?;
+        let peer = match tcp.peer_addr() {
+            Ok(a) => format!("{}[{}]:{}", c.host, a.ip(), a.port()),
+            Err(_) => format!("{}[?]:{}", c.host, c.port),
+        };
         // Else a command written after a previous one waits for the
         // server's delayed ACK (~40 ms on Linux).
         let set_up = |tcp: &TcpStream| {
@@ -225,6 +231,7 @@ impl Session {
             features: Features::default(),
             last: Command::Greeting,
             in_transaction: false,
+            peer,
         };
         let refused = |what: &str, answer: Result<Answer, Broken>| match answer {
             Ok(Answer::Positive(reply)) => Ok(reply),
@@ -255,6 +262,7 @@ impl Session {
                     reply::shown(session.reader.buffer())
                 ));
             }
+            let peer = std::mem::take(&mut session.peer);
             let Stream::Plain(tcp) = session.reader.into_inner() else {
                 return Err(format!("internal error: TLS twice with {server}"));
             };
@@ -264,6 +272,7 @@ impl Session {
                 features: Features::default(),
                 last: Command::StartTls,
                 in_transaction: false,
+                peer,
             };
             session
                 .ehlo(c.hello)

@@ -1,0 +1,253 @@
+//! The admin operations on entries (mm-flush, mm-hold, mm-release,
+//! mm-delete): one way to find, check and claim what they act on.
+//!
+//! An operation names its entries by id or, with `--all`, by the shared
+//! selection flags; either way the queue is scanned whole (buckets *and* the
+//! drop-in, the top directory an admin's `mv` fills), so nothing is missed
+//! because of where it lies (issue 12: a hand-written flush loop over buckets
+//! left 297 of 3,000 entries deferred).
+//!
+//! Every change goes through [`claim`]: the entry is claimed by
+//! rename ([`Claim::take`]) before it is opened, changed, and then released,
+//! moved or finished. A claim whose holder is alive is never touched: the
+//! operation reports it `busy` and goes on. Of an operation and a runner
+//! racing for a due entry, exactly one rename wins; the loser skips.
+//!
+//! Each entry acted on gets a history line naming the operation and who ran
+//! it ([`actor`]), and the caller one [`Done`] (one line of output).
+
+use serde::Serialize;
+
+use crate::claim::{self, Claim, Claimed, Liveness, Registration};
+use crate::clock;
+use crate::entry::Entry;
+use crate::error::Result;
+use crate::id::{EntryId, FileName, State};
+use crate::scan::{Item, Place};
+use crate::select::Selector;
+use crate::spool::{QueueName, Spool};
+
+/// Which entries an operation is for.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The queue.
+    pub queue: QueueName,
+    /// These ids, or (`None`) every entry the selection matches.
+    pub ids: Option<Vec<EntryId>>,
+    /// The shared selection flags (narrow the ids too).
+    pub select: Selector,
+    /// Only report.
+    pub dry_run: bool,
+}
+
+/// What happened to one entry: one line of output, one JSON object.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Done {
+    /// Schema version of the JSON form.
+    pub schema: u32,
+    /// The operation's verb (`flushed`, `held`, …), or busy, not-found, skipped, failed.
+    pub result: &'static str,
+    /// The id.
+    pub id: String,
+    /// The queue.
+    pub queue: String,
+    /// Whether this was a dry run (nothing was changed).
+    pub dry_run: bool,
+    /// Details.
+    pub detail: String,
+}
+
+impl Done {
+    /// Exit status this result asks for (sysexits): not-found 66, busy or failed 75.
+    pub fn exit_code(&self) -> u8 {
+        use crate::error::exit;
+        match self.result {
+            "not-found" => exit::NOINPUT,
+            "busy" | "failed" => exit::TEMPFAIL,
+            _ => exit::OK,
+        }
+    }
+
+    /// The text form: `RESULT ID QUEUE (DETAIL)`.
+    pub fn line(&self) -> String {
+        let would = if self.dry_run { "would be " } else { "" };
+        format!(
+            "{would}{} {} {} ({})",
+            self.result, self.id, self.queue, self.detail
+        )
+    }
+}
+
+/// One operation.
+pub trait Action {
+    /// The result of an entry it was done to (`flushed`).
+    fn verb(&self) -> &'static str;
+    /// Whether an entry whose name is `name` is one it is for; `Err` says why not.
+    fn applies(&self, name: &FileName, now: u64) -> std::result::Result<(), String>;
+    /// Does it to the claimed entry and disposes of the claim (release,
+    /// move or finish); returns the detail of its line.
+    fn apply(&self, spool: &Spool, c: Claim, now: u64) -> Result<String>;
+    /// The detail of a dry run's line.
+    fn preview(&self, entry: &Entry, now: u64) -> String;
+}
+
+/// Who runs this process, for history lines and log lines: the user of the
+/// effective uid (from /etc/passwd), and the one who ran `sudo`, if any.
+pub fn actor() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id = f.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"));
+    match std::env::var("SUDO_USER") {
+        Ok(s) if !s.is_empty() && s != name => format!("{name} (sudo by {s})"),
+        _ => name,
+    }
+}
+
+/// The envelope of an entry as a log line shows it: `from=<S> to=<A>,<B>`.
+pub fn envelope(e: &Entry) -> String {
+    let to: Vec<String> = e
+        .recipients
+        .iter()
+        .map(|r| format!("<{}>", r.address))
+        .collect();
+    format!("from=<{}> to={}", e.sender, to.join(","))
+}
+
+/// Runs `action` on the entries of `target`, calling `f` once per entry.
+pub fn run(
+    spool: &Spool,
+    me: &Registration,
+    target: &Target,
+    action: &dyn Action,
+    f: &mut dyn FnMut(Done),
+) -> Result<()> {
+    let queue = spool.queue(&target.queue);
+    let now = clock::now_secs();
+    let mut found: Vec<(FileName, Place)> = Vec::new();
+    queue.scan(target.select.slice(), &mut |item| {
+        if let Item::Entry { name, place, .. } = item
+            && name.state != State::Writing
+        {
+            found.push((name, place));
+        }
+    })?;
+    found.sort_by_key(|a| a.0.id);
+    let all = target.ids.is_none();
+    let wanted: Vec<EntryId> = match &target.ids {
+        Some(ids) => ids.clone(),
+        None => {
+            let mut v: Vec<EntryId> = found
+                .iter()
+                .filter(|(n, _)| {
+                    action.applies(n, now).is_ok() && target.select.matches_name(n, now)
+                })
+                .map(|(n, _)| n.id)
+                .collect();
+            v.dedup();
+            v
+        }
+    };
+    let qname = target.queue.to_string();
+    for id in wanted {
+        let rep = |result: &'static str, detail: String| Done {
+            schema: crate::report::SCHEMA,
+            result,
+            id: id.to_string(),
+            queue: qname.clone(),
+            dry_run: target.dry_run,
+            detail,
+        };
+        // The name it applies to, else a claim (to say who holds it), else any.
+        let mine: Vec<&(FileName, Place)> = found.iter().filter(|(n, _)| n.id == id).collect();
+        let pick = mine
+            .iter()
+            .find(|(n, _)| action.applies(n, now).is_ok())
+            .or_else(|| mine.iter().find(|(n, _)| n.state == State::Claimed))
+            .or_else(|| mine.first());
+        let Some((name, place)) = pick.map(|p| (*p).clone()) else {
+            f(rep("not-found", format!("no entry {id} in {qname}")));
+            continue;
+        };
+        if name.state == State::Claimed {
+            let holder = name.holder.clone().unwrap_or_default();
+            let detail = match claim::liveness(spool, &holder, claim::DEFAULT_LEASE) {
+                Liveness::Alive(h) => {
+                    format!(
+                        "claimed by {} pid {} ({}); left alone",
+                        h.host, h.pid, h.what
+                    )
+                }
+                Liveness::Dead(why) => {
+                    format!("claimed by a dead runner ({why}); run mm-recover -q {qname}")
+                }
+            };
+            f(rep("busy", detail));
+            continue;
+        }
+        if let Err(why) = action.applies(&name, now) {
+            if !all {
+                f(rep("skipped", why));
+            }
+            continue;
+        }
+        if !target.select.matches_name(&name, now) {
+            if !all {
+                f(rep("skipped", "not selected".into()));
+            }
+            continue;
+        }
+        if target.dry_run || target.select.needs_content() {
+            let (_, entry) = crate::report::read_for_view(&queue.found_path(&name, place));
+            let entry = match entry {
+                Ok(e) => e,
+                Err(why) => {
+                    f(rep("failed", why));
+                    continue;
+                }
+            };
+            if !target.select.matches_entry(&entry) {
+                if !all {
+                    f(rep("skipped", "not selected".into()));
+                }
+                continue;
+            }
+            if target.dry_run {
+                f(rep(action.verb(), action.preview(&entry, now)));
+                continue;
+            }
+        }
+        let done = match Claim::take(spool, &queue, &name, place, me.token()) {
+            Ok(Claimed::Entry(c)) => match action.apply(spool, *c, now) {
+                Ok(detail) => rep(action.verb(), detail),
+                Err(e) => rep("failed", e.to_string()),
+            },
+            Ok(Claimed::Lost) => rep(
+                "busy",
+                "taken by another process while we looked (a runner?)".into(),
+            ),
+            Ok(Claimed::Quarantined(why)) => rep("failed", format!("quarantined in bad: {why}")),
+            Err(e) => rep("failed", e.to_string()),
+        };
+        f(done);
+    }
+    Ok(())
+}
+
+/// How long ago (or from now) `t` is, for details: `in 42m`, `3h ago`.
+pub fn relative(t: u64, now: u64) -> String {
+    let d = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+    if t > now {
+        format!("in {}", d(t - now))
+    } else {
+        format!("{} ago", d(now - t))
+    }
+}

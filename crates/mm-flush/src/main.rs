@@ -1,0 +1,5 @@
+//! The `mm-flush` binary: everything is in the library, so xtask can render its man page.
+
+fn main() -> std::process::ExitCode {
+    mm_core::cli::run_main("mm-flush", mm_flush::run)
+}

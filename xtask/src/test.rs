@@ -62,6 +62,18 @@ const NEEDS: &[Need] = &[
         why: "the full and read-only file system tests (tmpfs)",
     },
     Need {
+        program: "pflogsumm",
+        package: "pflogsumm",
+        always: true,
+        why: "the log analyser that reads the runner's log (tests/e2e/maillog.rs)",
+    },
+    Need {
+        program: "python3",
+        package: "python3",
+        always: true,
+        why: "Python's email package, the MIME parser that reads the DSNs (tests/e2e/dsn.rs)",
+    },
+    Need {
         program: "groff",
         package: "groff-base",
         always: false,

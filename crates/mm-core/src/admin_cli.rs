@@ -12,6 +12,29 @@ use crate::error::Error;
 use crate::id::EntryId;
 use crate::spool::QueueName;
 
+/// The exit statuses of the admin tools (mm-flush, mm-hold, mm-release,
+/// mm-delete), in `--help` and in their man pages ([`crate::admin::Done::exit_code`]).
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "Every entry named or selected was acted on, skipped, or (with `--dry-run`) would be.",
+    ),
+    (64, crate::cli::USAGE_STATUS),
+    (65, "A malformed id or queue name."),
+    (
+        66,
+        "An id is not in the queue, or the queue is not there (a typo, not an empty queue).",
+    ),
+    (70, crate::cli::SOFTWARE_STATUS),
+    (
+        75,
+        "An entry was busy (claimed by a live process, or by a dead one: run `mm-recover`) or \
+         could not be changed, or the spool is missing. This status wins over 66.",
+    ),
+    (77, "Permission denied in the spool."),
+    (78, "`--spool` is not a directory."),
+];
+
 /// The arguments every admin tool takes.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AdminArgs {

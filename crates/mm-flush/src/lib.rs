@@ -5,22 +5,38 @@ use mm_core::admin::actor;
 use mm_core::admin_cli::{self, AdminArgs};
 use mm_core::flush::Flush;
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-flush 1795540798.713350+e408…2089           one entry, due now
-  mm-flush --all                                 every deferred entry of out/ (postqueue -f)
-  mm-flush --all --domain example.net            mail for example.net (postqueue -s)
-  mm-flush -q in --all --older-than 1h --dry-run what flushing would do
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "Every deferred entry of `out`, due now (postqueue -f):",
+        lines: &["mm-flush --all"],
+    },
+    mm_core::cli::Example {
+        what: "Mail for one destination, once it is back (postqueue -s example.net):",
+        lines: &["mm-flush --all --domain example.net"],
+    },
+    mm_core::cli::Example {
+        what: "One entry (postqueue -i, exim -M):",
+        lines: &["mm-flush 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
+    },
+    mm_core::cli::Example {
+        what: "What flushing the deferred mail of `in` older than an hour would do:",
+        lines: &["mm-flush -q in --all --older-than 1h --dry-run"],
+    },
+];
 
-One line per entry: RESULT ID QUEUE (DETAIL), RESULT being flushed, busy,
+/// Exit statuses, in `--help` and in the man page: those of every admin tool.
+pub const EXIT_STATUS: &[(u8, &str)] = mm_core::admin_cli::EXIT_STATUS;
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str = "One line per entry: RESULT ID QUEUE (DETAIL), RESULT being flushed, busy,
 not-found, skipped or failed. A flushed entry keeps its progress; the next
 runner pass takes it. Entries in buckets and in the queue's top directory are
-found alike; a claim whose runner is alive is never touched.
-Exit 0, 66 if an id was not found, 75 if one was busy or failed.";
+found alike; a claim whose runner is alive is never touched.";
 
 /// Make deferred entries due now.
 #[derive(Debug, Parser)]
-#[command(name = "mm-flush", version, after_help = AFTER_HELP)]
+#[command(name = "mm-flush", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     #[command(flatten)]
     pub args: AdminArgs,

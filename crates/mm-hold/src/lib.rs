@@ -8,26 +8,43 @@ use mm_core::admin_cli::{self, AdminArgs};
 use mm_core::cli::parse_duration;
 use mm_core::hold::{self, Hold, Rule};
 
-const AFTER_HELP: &str = "\
-Examples:
-  mm-hold -r 'poison: crashes the archiver' 1795540798.713350+e408…2089
-  mm-hold --all --domain example.net -r 'their MX is refusing us'   (postsuper -h)
-  mm-hold --all --domain example.net --for 2h -r 'their maintenance'   a hold rule: also mail that comes later
-  mm-hold --all --list announce --dry-run                          what would be held
-  mm-showq --state held out                                        what is held, by whom, why
+/// Examples, in `--help` and in the man page (xtask renders it).
+pub const EXAMPLES: &[mm_core::cli::Example] = &[
+    mm_core::cli::Example {
+        what: "Hold a poison message while the cause is found:",
+        lines: &[
+            "mm-hold -r 'crashes the archiver' 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "Hold everything for one destination (postsuper -h):",
+        lines: &["mm-hold --all --domain example.net -r 'their MX refuses us'"],
+    },
+    mm_core::cli::Example {
+        what: "Hold everything for a destination for two hours, mail that comes later too:",
+        lines: &["mm-hold --all --domain example.net --for 2h -r 'their maintenance'"],
+    },
+    mm_core::cli::Example {
+        what: "What is held, by whom and why:",
+        lines: &["mm-showq --state held out"],
+    },
+];
 
-A held entry (ID.hld) is skipped by every runner, from its name alone; it
+/// Exit statuses, in `--help` and in the man page: those of every admin tool.
+pub const EXIT_STATUS: &[(u8, &str)] = mm_core::admin_cli::EXIT_STATUS;
+
+/// The rest of `--help`, after the examples and exit statuses.
+const HELP_NOTES: &str = "A held entry (ID.hld) is skipped by every runner, from its name alone; it
 does not expire while held, and mm-release puts it back with its progress.
 With --for, the hold ends by itself (ID.UNTIL.hld), the mail coming back
 spread over --spread; with --all --domain D --for, a rule ($SPOOL/.holds/D)
 also holds what runners meet for D until then, without counting attempts.
 One line per entry: RESULT ID QUEUE (DETAIL), RESULT being held, busy,
-not-found, skipped or failed. A claim whose runner is alive is never touched.
-Exit 0, 66 if an id was not found, 75 if one was busy or failed.";
+not-found, skipped or failed. A claim whose runner is alive is never touched.";
 
 /// Hold entries: no runner takes them until mm-release.
 #[derive(Debug, Parser)]
-#[command(name = "mm-hold", version, after_help = AFTER_HELP)]
+#[command(name = "mm-hold", version, after_help = mm_core::cli::after_help(EXAMPLES, EXIT_STATUS, HELP_NOTES))]
 pub struct Cli {
     /// Why (shown by mm-showq and mm-dumpdb, kept in the history).
     #[arg(short, long, value_name = "TEXT", default_value = "no reason given")]

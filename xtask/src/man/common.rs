@@ -174,40 +174,19 @@ pub const SECURITY: &[Block] = &[
     ),
 ];
 
-/// The exit statuses of the admin tools (mm_core::admin::Done::exit_code).
-pub const ADMIN_EXIT: &[(u8, &str)] = &[
-    (
-        0,
-        "Every entry named or selected was acted on, skipped, or (with `--dry-run`) would be.",
-    ),
-    (64, mm_core::cli::USAGE_STATUS),
-    (65, "A malformed id or queue name."),
-    (
-        66,
-        "An id is not in the queue, or the queue is not there (a typo, not an empty queue).",
-    ),
-    (70, mm_core::cli::SOFTWARE_STATUS),
-    (
-        75,
-        "An entry was busy (claimed by a live process, or by a dead one: run `mm-recover`) or \
-         could not be changed, or the spool is missing. This status wins over 66.",
-    ),
-    (77, "Permission denied in the spool."),
-    (78, "`--spool` is not a directory."),
-];
-
 /// The page of an admin tool (mm-flush, mm-hold, mm-release): what differs is
 /// the text, the examples and what it does in the spool (`files`).
 pub const fn admin_page(
     description: &'static [Block],
     examples: &'static [super::Example],
+    exit: &'static [(u8, &'static str)],
     files: &'static str,
     see_also: &'static [(&'static str, &'static str)],
 ) -> super::Page {
     super::Page {
         description,
         examples,
-        exit: ADMIN_EXIT,
+        exit,
         files,
         environment: ALL_ENV,
         security: "The admin tools run as the runner's user: they rename and rewrite entries. \

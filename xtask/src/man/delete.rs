@@ -2,7 +2,7 @@
 //! `mm_core::delete`, `mm_core::bounce` and `mm_core::admin`.
 
 use super::common::admin_page;
-use super::{Block::Text, Example, Page};
+use super::{Block::Text, Page};
 
 pub const PAGE: Page = admin_page(
     &[Text(
@@ -28,27 +28,8 @@ pub const PAGE: Page = admin_page(
          `RESULT` is one of `deleted` (`bounced` with `--bounce`), `busy`, `not-found`, \
          `skipped` and `failed` (`--json`: one object per line). `--dry-run` only reports.",
     )],
-    &[
-        Example {
-            what: "Keep a copy, then remove one entry:",
-            lines: &[
-                "mm-dumpdb --raw 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089 > /root/copy.eml",
-                "mm-delete 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089",
-            ],
-        },
-        Example {
-            what: "What removing a spammer's mail would do:",
-            lines: &["mm-delete --all --sender spammer@example.com --dry-run"],
-        },
-        Example {
-            what: "Give up on mail for a dead domain, telling the senders:",
-            lines: &["mm-delete --bounce --all --domain gone.example"],
-        },
-        Example {
-            what: "Quarantined entries more than a month old:",
-            lines: &["mm-delete -q bad --all --older-than 30d"],
-        },
-    ],
+    mm_delete::EXAMPLES,
+    mm_delete::EXIT_STATUS,
     "`mm-delete` registers itself in *.runners* while it runs, claims the entry by renaming \
      it to *QUEUE/BB/ID.TOKEN.bak* and removes it; with `--bounce` it first writes \
      *bounces/BB/NEWID.pck*.",

@@ -2,7 +2,7 @@
 //! `mm_core::flush` and `mm_core::admin`.
 
 use super::common::admin_page;
-use super::{Block::Text, Example, Page};
+use super::{Block::Text, Page};
 
 pub const PAGE: Page = admin_page(
     &[Text(
@@ -25,24 +25,8 @@ pub const PAGE: Page = admin_page(
          `busy`, `not-found`, `skipped` and `failed` (`--json`: one object per line). \
          `--dry-run` only reports, each line starting with `would be`.",
     )],
-    &[
-        Example {
-            what: "Every deferred entry of `out`, due now (postqueue -f):",
-            lines: &["mm-flush --all"],
-        },
-        Example {
-            what: "Mail for one destination, once it is back (postqueue -s example.net):",
-            lines: &["mm-flush --all --domain example.net"],
-        },
-        Example {
-            what: "One entry (postqueue -i, exim -M):",
-            lines: &["mm-flush 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
-        },
-        Example {
-            what: "What flushing the deferred mail of `in` older than an hour would do:",
-            lines: &["mm-flush -q in --all --older-than 1h --dry-run"],
-        },
-    ],
+    mm_flush::EXAMPLES,
+    mm_flush::EXIT_STATUS,
     "`mm-flush` registers itself in *.runners* while it runs, claims \
             *QUEUE/BB/ID.DUE.pck* (or *QUEUE/ID.DUE.pck*) by renaming it to \
             *QUEUE/BB/ID.TOKEN.bak*, rewrites it and renames it to *QUEUE/BB/ID.pck*.",

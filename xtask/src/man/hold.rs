@@ -3,7 +3,7 @@
 //! `mm_core::hold` and `mm_core::admin`.
 
 use super::common::admin_page;
-use super::{Block::Text, Example, Page};
+use super::{Block::Text, Page};
 
 pub const HOLD: Page = admin_page(
     &[Text(
@@ -36,26 +36,8 @@ pub const HOLD: Page = admin_page(
          `RESULT` one of `held`, `busy`, `not-found`, `skipped` and `failed` (`--json`: one \
          object per line). `--dry-run` only reports.",
     )],
-    &[
-        Example {
-            what: "Hold a poison message while the cause is found:",
-            lines: &[
-                "mm-hold -r 'crashes the archiver' 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089",
-            ],
-        },
-        Example {
-            what: "Hold everything for one destination (postsuper -h):",
-            lines: &["mm-hold --all --domain example.net -r 'their MX refuses us'"],
-        },
-        Example {
-            what: "Hold everything for a destination for two hours, mail that comes later too:",
-            lines: &["mm-hold --all --domain example.net --for 2h -r 'their maintenance'"],
-        },
-        Example {
-            what: "What is held, by whom and why:",
-            lines: &["mm-showq --state held out"],
-        },
-    ],
+    mm_hold::EXAMPLES,
+    mm_hold::EXIT_STATUS,
     "`mm-hold` registers itself in *.runners* while it runs, claims \
             *QUEUE/BB/ID[.DUE].pck* (or the same in *QUEUE/*) by renaming it to \
             *QUEUE/BB/ID.TOKEN.bak*, rewrites it and renames it to *QUEUE/BB/ID.hld*.",
@@ -75,20 +57,8 @@ pub const RELEASE: Page = admin_page(
          progress. Each entry is one line, `RESULT ID QUEUE (DETAIL)`, with `RESULT` one of \
          `released`, `busy`, `not-found`, `skipped` and `failed`. `--dry-run` only reports.",
     )],
-    &[
-        Example {
-            what: "Release one entry:",
-            lines: &["mm-release 1795540798.713350+e4084f621e8cb8a67ab859e49cebb10950ff2089"],
-        },
-        Example {
-            what: "Release everything held for one destination:",
-            lines: &["mm-release --all --domain example.net"],
-        },
-        Example {
-            what: "Release everything held in `out` (postsuper -H ALL):",
-            lines: &["mm-release --all"],
-        },
-    ],
+    mm_release::EXAMPLES,
+    mm_release::EXIT_STATUS,
     "`mm-release` registers itself in *.runners* while it runs, claims \
             *QUEUE/BB/ID.hld* by renaming it to *QUEUE/BB/ID.TOKEN.bak*, rewrites it and \
             renames it to *QUEUE/BB/ID.pck*.",

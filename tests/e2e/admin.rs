@@ -719,3 +719,54 @@ fn showq_and_recover_take_a_queue_both_ways() {
         .run()
         .assert_code(66);
 }
+
+/// Server: mailin-embedded (one entry deferred). A deletion's line goes to
+/// the system log too (facility mail, notice, tagged `mm/delete` as
+/// postsuper's are `postfix/postsuper`): the entry and its history are gone,
+/// so that line is the record. A dry run logs nothing.
+#[test]
+fn a_deletion_is_logged_to_syslog_and_a_dry_run_is_not() {
+    let s = TestSpool::new();
+    let server = MailServer::start();
+    let ids = deferred(&s, &server, &["gone@example.net"]);
+    let sock_path = s.tmp().join("syslog.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let received = || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    };
+    admin(&s, "mm-delete")
+        .args(["--all", "--dry-run"])
+        .env("MM_TEST_SYSLOG", &sock_path)
+        .run()
+        .assert_ok();
+    assert_eq!(
+        received(),
+        Vec::<String>::new(),
+        "a dry run changes nothing"
+    );
+    let out = admin(&s, "mm-delete")
+        .arg(ids[0].to_string())
+        .env("MM_TEST_SYSLOG", &sock_path)
+        .run();
+    out.assert_ok();
+    let got = received();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let (head, line) = got[0].split_once("]: ").unwrap();
+    assert!(head.starts_with("<21>mm/delete["), "{}", got[0]);
+    assert_eq!(
+        line,
+        out.stdout_str().trim_end(),
+        "the same line as stdout's"
+    );
+    assert!(
+        line.starts_with(&format!("deleted {} out (from=<", ids[0]))
+            && line.contains("gone@example.net"),
+        "{line}"
+    );
+}

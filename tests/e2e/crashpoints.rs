@@ -144,3 +144,41 @@ fn mm_runq_killed_at_each_step_recovers_and_every_recipient_gets_its_copy() {
         eprintln!("{point}: duplicate copies after recovery: {extra}");
     }
 }
+
+/// mm-hold killed between saving its record and its rename: recovery
+/// finishes the hold (the saved content says held), so the entry is neither
+/// delivered nor shown queued with a stale hold record.
+#[test]
+fn mm_hold_killed_after_saving_its_record_is_recovered_held() {
+    let s = TestSpool::new();
+    assert!(enqueue(&s, None));
+    let id = s.files_with_ext("pck")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    let out = Tool::new("mm-hold")
+        .spool(&s)
+        .args(["-r", "poison", &id])
+        .env("MM_TEST_CRASH_AT", "hold-after-save")
+        .run();
+    assert!(!out.status.success(), "mm-hold should have died\n{out}");
+    assert_eq!(s.files_with_ext("bak").len(), 1, "the claim is left");
+    recover(&s);
+    assert!(s.files_with_ext("bak").is_empty());
+    let held = s.files_with_ext("hld");
+    assert_eq!(held.len(), 1, "recovered held: {:?}", s.files());
+    assert_eq!(read_entry(&held[0]).meta.hold.unwrap().reason, "poison");
+    let dir = s.work().join("maildir");
+    let out = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["-q", "out", "--until-empty", "--quiet", "--deliver-to"])
+        .arg(&dir)
+        .run();
+    assert!(out.status.success(), "{out}");
+    assert!(copies(&dir).is_empty(), "a held entry is never delivered");
+    assert_eq!(s.files_with_ext("hld").len(), 1);
+}

@@ -182,7 +182,9 @@ pub fn render(tool: &Tool) -> anyhow::Result<Vec<u8>> {
     parts.push(std::mem::take(&mut part));
     man.render_name_section(&mut part)?;
     parts.push(std::mem::take(&mut part));
-    man.render_synopsis_section(&mut part)?;
+    let mut built = (tool.command)();
+    built.build();
+    synopsis(&built).to_writer(&mut part)?;
     parts.push(std::mem::take(&mut part));
     man.render_description_section(&mut part)?;
     parts.push(std::mem::take(&mut part));
@@ -204,6 +206,55 @@ pub fn render(tool: &Tool) -> anyhow::Result<Vec<u8>> {
         out.extend_from_slice(body);
     }
     Ok(ascii(&String::from_utf8(out)?).into_bytes())
+}
+
+/// SYNOPSIS, with each option's value name (`[-q|--queue QUEUE]`), which
+/// clap_mangen's own leaves out.
+fn synopsis(cmd: &clap::Command) -> Roff {
+    let mut line: Vec<Inline> = vec![bold(cmd.get_name().to_string())];
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let values: Vec<String> = arg
+            .get_value_names()
+            .map(|v| v.iter().map(|n| n.to_string()).collect())
+            .unwrap_or_else(|| vec![arg.get_id().as_str().to_uppercase()]);
+        let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+            || matches!(arg.get_action(), clap::ArgAction::Append);
+        let (open, close) = if arg.is_required_set() {
+            ("", "")
+        } else {
+            ("[", "]")
+        };
+        line.push(roman(format!(" {open}")));
+        if arg.is_positional() {
+            line.push(italic(values.join(" ")));
+        } else {
+            let mut first = true;
+            for flag in arg
+                .get_short()
+                .map(|c| format!("-{c}"))
+                .into_iter()
+                .chain(arg.get_long().map(|l| format!("--{l}")))
+            {
+                if !first {
+                    line.push(roman("|"));
+                }
+                line.push(bold(flag));
+                first = false;
+            }
+            if arg.get_action().takes_values() {
+                line.push(roman(" "));
+                line.push(italic(values.join(" ")));
+            }
+        }
+        line.push(roman(close.to_string()));
+        if many {
+            line.push(roman("..."));
+        }
+    }
+    let mut r = Roff::new();
+    r.control("SH", ["SYNOPSIS"]);
+    r.text(line);
+    r
 }
 
 /// The page with every non-ASCII character (an ellipsis in a help text, say)

@@ -46,7 +46,7 @@ pub struct Done {
     /// Schema version of the JSON form.
     pub schema: u32,
     /// The operation's verb (`flushed`, `held`, …), or busy, not-found, skipped, failed.
-    pub result: &'static str,
+    pub result: Outcome,
     /// The id.
     pub id: String,
     /// The queue.
@@ -57,17 +57,60 @@ pub struct Done {
     pub detail: String,
 }
 
-impl Done {
-    /// Exit status this result asks for (sysexits): not-found 66, busy or failed 75.
-    pub fn exit_code(&self) -> u8 {
-        use crate::error::exit;
-        match self.result {
-            "not-found" => exit::NOINPUT,
-            "busy" | "failed" => exit::TEMPFAIL,
-            _ => exit::OK,
+/// What became of one entry; written in JSON and text as the operation's
+/// verb (`flushed`, `held`, `released`, `deleted`, `bounced`), `busy`,
+/// `not-found`, `skipped` or `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation was done (or, in a dry run, would be): its verb.
+    Did(&'static str),
+    /// Claimed by another process (alive, or dead: then mm-recover's), left alone.
+    Busy,
+    /// No such entry in the queue.
+    NotFound,
+    /// Named, but the operation does not apply or the selection leaves it out.
+    Skipped,
+    /// It could not be done.
+    Failed,
+}
+
+impl Outcome {
+    /// The word that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Did(verb) => verb,
+            Outcome::Busy => "busy",
+            Outcome::NotFound => "not-found",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
         }
     }
 
+    /// The kind of failure it is for the run's exit status, if any: a
+    /// missing entry is 66, one that is busy or failed 75 (worth retrying).
+    pub fn failure(self) -> Option<crate::ErrorKind> {
+        match self {
+            Outcome::NotFound => Some(crate::ErrorKind::NotFound),
+            Outcome::Busy => Some(crate::ErrorKind::Busy),
+            Outcome::Failed => Some(crate::ErrorKind::Temporary),
+            Outcome::Did(_) | Outcome::Skipped => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Done {
     /// The text form: `RESULT ID QUEUE (DETAIL)`.
     pub fn line(&self) -> String {
         let would = if self.dry_run { "would be " } else { "" };
@@ -158,7 +201,7 @@ pub fn run(
     };
     let qname = target.queue.to_string();
     for id in wanted {
-        let rep = |result: &'static str, detail: String| Done {
+        let rep = |result: Outcome, detail: String| Done {
             schema: crate::report::SCHEMA,
             result,
             id: id.to_string(),
@@ -174,7 +217,7 @@ pub fn run(
             .or_else(|| mine.iter().find(|(n, _)| n.state == State::Claimed))
             .or_else(|| mine.first());
         let Some((name, place)) = pick.map(|p| (*p).clone()) else {
-            f(rep("not-found", format!("no entry {id} in {qname}")));
+            f(rep(Outcome::NotFound, format!("no entry {id} in {qname}")));
             continue;
         };
         if name.state == State::Claimed {
@@ -190,18 +233,18 @@ pub fn run(
                     format!("claimed by a dead runner ({why}); run mm-recover -q {qname}")
                 }
             };
-            f(rep("busy", detail));
+            f(rep(Outcome::Busy, detail));
             continue;
         }
         if let Err(why) = action.applies(&name, now) {
             if !all {
-                f(rep("skipped", why));
+                f(rep(Outcome::Skipped, why));
             }
             continue;
         }
         if !target.select.matches_name(&name, now) {
             if !all {
-                f(rep("skipped", "not selected".into()));
+                f(rep(Outcome::Skipped, "not selected".into()));
             }
             continue;
         }
@@ -210,32 +253,37 @@ pub fn run(
             let entry = match entry {
                 Ok(e) => e,
                 Err(why) => {
-                    f(rep("failed", why));
+                    f(rep(Outcome::Failed, why));
                     continue;
                 }
             };
             if !target.select.matches_entry(&entry) {
                 if !all {
-                    f(rep("skipped", "not selected".into()));
+                    f(rep(Outcome::Skipped, "not selected".into()));
                 }
                 continue;
             }
             if target.dry_run {
-                f(rep(action.verb(), action.preview(&entry, now)));
+                f(rep(
+                    Outcome::Did(action.verb()),
+                    action.preview(&entry, now),
+                ));
                 continue;
             }
         }
         let done = match Claim::take(spool, &queue, &name, place, me.token()) {
             Ok(Claimed::Entry(c)) => match action.apply(spool, *c, now) {
-                Ok(detail) => rep(action.verb(), detail),
-                Err(e) => rep("failed", e.to_string()),
+                Ok(detail) => rep(Outcome::Did(action.verb()), detail),
+                Err(e) => rep(Outcome::Failed, e.to_string()),
             },
             Ok(Claimed::Lost) => rep(
-                "busy",
+                Outcome::Busy,
                 "taken by another process while we looked (a runner?)".into(),
             ),
-            Ok(Claimed::Quarantined(why)) => rep("failed", format!("quarantined in bad: {why}")),
-            Err(e) => rep("failed", e.to_string()),
+            Ok(Claimed::Quarantined(why)) => {
+                rep(Outcome::Failed, format!("quarantined in bad: {why}"))
+            }
+            Err(e) => rep(Outcome::Failed, e.to_string()),
         };
         f(done);
     }

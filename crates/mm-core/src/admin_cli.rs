@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::admin::{self, Action, Done, Target};
+use crate::admin::{self, Action, Done, Outcome, Target};
 use crate::claim::{self, Registration};
 use crate::cli::{SelectArgs, SpoolArgs};
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::id::EntryId;
 use crate::spool::QueueName;
 
 /// The exit statuses of the admin tools (mm-flush, mm-hold, mm-release,
-/// mm-delete), in `--help` and in their man pages ([`crate::admin::Done::exit_code`]).
+/// mm-delete), in `--help` and in their man pages ([`crate::admin::Outcome::failure`]).
 pub const EXIT_STATUS: &[(u8, &str)] = &[
     (
         0,
@@ -150,13 +150,27 @@ pub fn run(tool: &str, args: &AdminArgs, action: &dyn Action) -> anyhow::Result<
     spool.existing_queue(&args.queue)?;
     let me = Registration::register(&spool, tool, claim::DEFAULT_LEASE)?;
     let mut lines = Lines::new(args.output.json);
-    let mut worst = 0u8;
+    // Each change also goes to the system log, like postsuper's: for a
+    // deletion it is the only record left. Best effort: no syslog daemon is
+    // not a reason to refuse an admin's command.
+    let syslog = (!target.dry_run)
+        .then(|| crate::syslog::Syslog::connect(&tool.replacen('-', "/", 1)).ok())
+        .flatten();
+    let mut failures = Vec::new();
     let r = admin::run(&spool, &me, &target, action, &mut |d: Done| {
-        worst = worst.max(d.exit_code());
+        failures.extend(d.result.failure());
+        if let Some(log) = &syslog {
+            let priority = match d.result {
+                Outcome::Did(_) => crate::syslog::NOTICE,
+                Outcome::Failed => crate::syslog::WARNING,
+                Outcome::Busy | Outcome::NotFound | Outcome::Skipped => crate::syslog::INFO,
+            };
+            log.send(priority, &d.line());
+        }
         lines.put(&d, || d.line());
     });
     me.unregister();
     r?;
     lines.finish()?;
-    Ok(worst)
+    Ok(crate::error::batch_exit_code(failures))
 }

@@ -8,7 +8,9 @@
 //! The points: `enqueue-after-write`, `enqueue-after-fsync`,
 //! `enqueue-after-rename` (before the directory fsync), `runner-after-claim`,
 //! `runner-after-record` (a per-recipient record made durable),
-//! `runner-before-finish` (all delivered, entry not yet removed).
+//! `runner-before-finish` (all delivered, entry not yet removed),
+//! `hold-after-save` (mm-hold saved its record, the rename to `ID.hld` not
+//! yet done).
 
 /// Dies here if `MM_TEST_CRASH_AT` names this point.
 #[cfg(feature = "test-hooks")]

@@ -73,7 +73,9 @@ fn put_on_hold(mut c: Claim, hold: entry::Hold, now: u64) -> Result<()> {
     c.entry.meta.hold = Some(hold);
     c.entry.note(now, line);
     let queue = c.queue().clone();
-    c.move_to(&queue, State::Held, until)?;
+    c.save()?;
+    crate::crashpoint::here("hold-after-save");
+    c.move_saved(&queue, State::Held, until)?;
     Ok(())
 }
 

@@ -27,7 +27,7 @@
 //! * [`runner`], [`pipeline`], [`retry`], [`delivery`]: processing;
 //! * [`report`], [`select`]: what the inspection tools print and choose;
 //! * [`admin`] and its operations ([`flush`], [`hold`], [`delete`]): what the admin tools change;
-//! * [`fsx`], [`clock`], [`error`]: general helpers that know nothing of mail.
+//! * [`fsx`], [`clock`], [`error`], [`syslog`]: general helpers that know nothing of mail.
 
 #![deny(missing_docs)]
 
@@ -62,6 +62,7 @@ pub mod select;
 pub mod shape;
 pub mod slice;
 pub mod spool;
+pub mod syslog;
 pub mod unbad;
 
 pub use entry::{Entry, RcptState};

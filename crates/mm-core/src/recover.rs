@@ -382,6 +382,18 @@ fn settle(
             format!("{why}; kept preserved in {}", queue.name()),
         ));
     }
+    if let Some(until) = c.entry.meta.hold.as_ref().map(|h| h.until) {
+        // An mm-hold that died between saving its record and its rename (or
+        // an mm-release that died before saving): the saved content says
+        // held, so the entry goes back held, never queued with a stale hold
+        // record that mm-showq would show and no runner would honour.
+        let q = c.queue().clone();
+        c.move_to(&q, State::Held, until)?;
+        return Ok((
+            Verdict::Recovered,
+            format!("{why}; kept held, as its record says"),
+        ));
+    }
     c.release(None)?;
     Ok((
         Verdict::Recovered,

@@ -207,10 +207,10 @@ impl Level {
     /// The syslog priority number.
     pub fn syslog(self) -> u8 {
         match self {
-            Level::Error => 3,
-            Level::Warning => 4,
-            Level::Notice => 5,
-            Level::Info => 6,
+            Level::Error => crate::syslog::ERR,
+            Level::Warning => crate::syslog::WARNING,
+            Level::Notice => crate::syslog::NOTICE,
+            Level::Info => crate::syslog::INFO,
         }
     }
 }

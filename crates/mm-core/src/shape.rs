@@ -80,6 +80,8 @@ fn age_key(minutes: u64) -> String {
 
 /// The key an error is grouped under: the reply without the recipient it was
 /// about, so "a@x: 450 4.2.1 busy" and "b@y: 450 4.2.1 busy" count together.
+/// Whole, on one line: the part that tells two causes apart is often at the
+/// end of a long reply (the key is the last column of the text form).
 fn error_key(e: &Entry) -> String {
     let Some(r) = e.reason() else {
         return "(none)".into();
@@ -88,12 +90,7 @@ fn error_key(e: &Entry) -> String {
         Some((who, rest)) if who.contains('@') && !who.contains(' ') => rest,
         _ => r,
     };
-    let r = one_line(r);
-    let mut k: String = r.chars().take(72).collect();
-    if r.chars().count() > 72 {
-        k.push('…');
-    }
-    k
+    one_line(r)
 }
 
 /// The shape of `queues` by `by`: one row per key, the most entries first
@@ -166,4 +163,38 @@ pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<
         v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::EntryId;
+
+    fn failed_with(reply: &str) -> Entry {
+        let id = EntryId::from_parts(1_764_004_260_000_001, [7; 20]);
+        let mut e = Entry::new(
+            &id,
+            "s@example.org",
+            &["a@example.net".to_string()],
+            b"Subject: x\n\nx\n".to_vec(),
+            "out",
+        );
+        e.meta.last_error = Some(reply.into());
+        e
+    }
+
+    #[test]
+    fn a_long_reply_is_grouped_whole_so_causes_that_differ_at_the_end_stay_apart() {
+        let head = "a@example.net: 550 5.7.1 Service unavailable; client host [192.0.2.1] \
+                    blocked using";
+        let spamhaus = error_key(&failed_with(&format!("{head} zen.spamhaus.org")));
+        let barracuda = error_key(&failed_with(&format!("{head} b.barracudacentral.org")));
+        assert!(spamhaus.ends_with("zen.spamhaus.org"), "{spamhaus}");
+        assert!(barracuda.ends_with("b.barracudacentral.org"), "{barracuda}");
+        assert_ne!(spamhaus, barracuda);
+        assert!(
+            spamhaus.starts_with("550 5.7.1 "),
+            "the recipient is not part of the key"
+        );
+    }
 }

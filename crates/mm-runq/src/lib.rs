@@ -218,8 +218,8 @@ const TAG: &str = "mm/runq";
 
 struct Logger {
     path: Option<PathBuf>,
-    /// `--syslog`: a datagram socket connected to /dev/log.
-    syslog: Option<std::os::unix::net::UnixDatagram>,
+    /// `--syslog`.
+    syslog: Option<mm_core::syslog::Syslog>,
     /// This host's name, as syslog would write it.
     host: String,
     out: Mutex<Box<dyn Write + Send>>,
@@ -264,16 +264,10 @@ impl Log for Logger {
         if self.quiet && event.level() == Level::Info {
             return;
         }
-        if let Some(sock) = &self.syslog {
-            // Facility mail (2); the daemon adds the time and host.
-            let msg = format!(
-                "<{}>{TAG}[{}]: {event}",
-                2 * 8 + event.level().syslog(),
-                std::process::id()
-            );
-            if sock.send(msg.as_bytes()).is_ok() {
-                return;
-            }
+        if let Some(log) = &self.syslog
+            && log.send(event.level().syslog(), &event.to_string())
+        {
+            return;
         }
         self.clear_bar();
         let Ok(mut out) = self.out.lock() else { return };
@@ -466,21 +460,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             drawn: false,
         })
     });
-    let syslog = if cli.syslog {
-        // The tests listen on a socket of their own (MM_TEST_SYSLOG).
-        #[cfg(feature = "test-hooks")]
-        let dev_log = std::env::var_os("MM_TEST_SYSLOG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/dev/log"));
-        #[cfg(not(feature = "test-hooks"))]
-        let dev_log = PathBuf::from("/dev/log");
-        let sock = std::os::unix::net::UnixDatagram::unbound()
-            .and_then(|s| s.connect(&dev_log).map(|()| s))
-            .map_err(|e| Error::io("cannot connect to syslog at", &dev_log, e))?;
-        Some(sock)
-    } else {
-        None
-    };
+    let syslog = cli
+        .syslog
+        .then(|| mm_core::syslog::Syslog::connect(TAG))
+        .transpose()?;
     let log = std::sync::Arc::new(Logger {
         path: cli.log.clone(),
         syslog,

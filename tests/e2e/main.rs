@@ -45,3 +45,5 @@ mod admin;
 mod maillog;
 // mm-runq --dsn: bounce records as RFC 3464 reports, read by Python's email package.
 mod dsn;
+
+mod json_doc;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use mm_e2e::{TestSpool, Tool};
+use mm_e2e::{SmtpSink, TestSpool, Tool};
 
 use crate::runq::{SENDER, entries_in, maildir_copy, maildir_names, name_of, runq};
 use crate::smtp::MailServer;
@@ -29,22 +29,8 @@ fn bounced(s: &TestSpool, sender: &str) -> mm_core::EntryId {
     name_of(&records[0]).id
 }
 
-/// Server: mailin-embedded for the refusal; the report goes to a maildir.
-#[test]
-fn a_bounce_record_becomes_a_delivery_status_notification_that_a_mime_parser_reads() {
-    let s = TestSpool::new();
-    let rec = bounced(&s, SENDER);
-    let dir = s.work().join("dsn-maildir");
-    runq(&s)
-        .args(["-q", "bounces", "--dsn", "--once", "--deliver-to"])
-        .arg(&dir)
-        .run()
-        .assert_code(0);
-    assert!(entries_in(&s, "bounces").is_empty());
-    let copy = maildir_copy(&dir, &rec, SENDER);
-    let path = s.work().join("dsn.eml");
-    std::fs::write(&path, &copy).unwrap();
-    let script = r#"
+/// What the report must be, in Python's email package's reading.
+const DSN_CHECK: &str = r#"
 import email, sys
 from email import policy
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
@@ -64,10 +50,13 @@ hdrs = list(m.iter_parts())[2].get_content()
 assert 'Subject: dsn test' in hdrs, hdrs
 print('ok', m['To'], m['Auto-Submitted'])
 "#;
+
+/// Runs [`DSN_CHECK`] on the message in `path`; its output.
+fn python_reads_the_dsn(path: &std::path::Path, copy: &str) -> String {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(script)
-        .arg(&path)
+        .arg(DSN_CHECK)
+        .arg(path)
         .output()
         .expect("python3");
     assert!(
@@ -76,7 +65,25 @@ print('ok', m['To'], m['Auto-Submitted'])
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let said = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Server: mailin-embedded for the refusal; the report goes to a maildir.
+#[test]
+fn a_bounce_record_becomes_a_delivery_status_notification_that_a_mime_parser_reads() {
+    let s = TestSpool::new();
+    let rec = bounced(&s, SENDER);
+    let dir = s.work().join("dsn-maildir");
+    runq(&s)
+        .args(["-q", "bounces", "--dsn", "--once", "--deliver-to"])
+        .arg(&dir)
+        .run()
+        .assert_code(0);
+    assert!(entries_in(&s, "bounces").is_empty());
+    let copy = maildir_copy(&dir, &rec, SENDER);
+    let path = s.work().join("dsn.eml");
+    std::fs::write(&path, &copy).unwrap();
+    let said = python_reads_the_dsn(&path, &copy);
     assert!(
         said.contains(SENDER) && said.contains("auto-replied"),
         "{said}"
@@ -108,4 +115,46 @@ fn no_notification_for_mail_from_the_null_sender() {
         )),
         "{out}"
     );
+}
+
+/// package reads what smtp-sink received.
+#[test]
+fn a_delivery_status_notification_goes_over_smtp_from_the_null_sender() {
+    let s = TestSpool::new();
+    bounced(&s, SENDER);
+    let dumps = s.work().join("sink-dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    // smtp-sink runs as nobody when we are root.
+    std::fs::set_permissions(&dumps, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let template = format!("{}/msg", dumps.display());
+    let sink = SmtpSink::start(&["-d", &template]);
+    runq(&s)
+        .args(["-q", "bounces", "--dsn", "--once", "--smtp", &sink.url()])
+        .run()
+        .assert_code(0);
+    assert!(entries_in(&s, "bounces").is_empty(), "the record is done");
+    mm_e2e::poll_until(
+        "smtp-sink writes its dump",
+        std::time::Duration::from_secs(10),
+        || std::fs::read_dir(&dumps).map(|d| d.count()).unwrap_or(0) == 1,
+    );
+    let path = std::fs::read_dir(&dumps)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let copy = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+    // smtp-sink's envelope headers come first: the null sender, the sender as recipient.
+    let header = |name: &str| {
+        copy.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {copy}"))
+            .to_string()
+    };
+    assert_eq!(header("X-Mail-Args:"), "<>", "{copy}");
+    assert_eq!(header("X-Rcpt-Args:"), format!("<{SENDER}>"), "{copy}");
+    let said = python_reads_the_dsn(&path, &copy);
+    assert!(said.contains(SENDER), "{said}");
 }

@@ -138,6 +138,13 @@ fn pflogsumm_reads_the_runner_log() {
     assert_eq!(count("deferred"), Some(1), "{report}");
     assert_eq!(count("bounced"), Some(1), "{report}");
     assert!(report.contains("user unknown"), "{report}");
+    // The envelope line gives it the message's size (what it delivered).
+    let bytes = report
+        .lines()
+        .find(|l| l.trim_end().ends_with("bytes delivered"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_ne!(bytes, "0", "{report}");
     eprintln!("{report}");
 }
 

@@ -274,6 +274,19 @@ pub enum Event<'a> {
     Start(&'a str),
     /// The runner stops, with its counts.
     Stop(&'a str),
+    /// An entry goes out: its envelope, before its recipients' lines, as
+    /// Postfix's qmgr logs it (`ID: from=<S>, size=N, nrcpt=K (queue
+    /// active)`; log tools take the message's size from it).
+    Envelope {
+        /// The entry.
+        id: &'a str,
+        /// The envelope sender (empty: the null sender).
+        from: &'a str,
+        /// The message's size in bytes.
+        size: usize,
+        /// The recipients this attempt is for.
+        nrcpt: usize,
+    },
     /// One recipient's outcome.
     Rcpt(RcptLine<'a>),
     /// An entry went through: finished or passed on, with no recipient
@@ -294,7 +307,9 @@ impl Event<'_> {
     /// Its level.
     pub fn level(&self) -> Level {
         match self {
-            Event::Start(_) | Event::Stop(_) | Event::Done(_) => Level::Info,
+            Event::Start(_) | Event::Stop(_) | Event::Done(_) | Event::Envelope { .. } => {
+                Level::Info
+            }
             Event::Rcpt(r) if r.status == RcptStatus::Sent => Level::Info,
             Event::Rcpt(_) | Event::Entry(_) | Event::Bounce(..) => Level::Notice,
             Event::Problem(_) => Level::Warning,
@@ -306,6 +321,15 @@ impl Event<'_> {
 impl std::fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Event::Envelope {
+                id,
+                from,
+                size,
+                nrcpt,
+            } => write!(
+                f,
+                "{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)"
+            ),
             Event::Rcpt(r) => {
                 let status = match r.status {
                     RcptStatus::Sent => "sent",
@@ -1543,6 +1567,12 @@ fn deliver(
         positions: &positions,
         message: &message,
     };
+    sh.log.event(&Event::Envelope {
+        id: &id,
+        from: &sender,
+        size: message.len(),
+        nrcpt: pending.len(),
+    });
     let delivered = transport.deliver(&mail, &mut record);
     let relay = transport.relay();
     let delay = now.saturating_sub(c.id().secs());

@@ -770,3 +770,40 @@ fn a_deletion_is_logged_to_syslog_and_a_dry_run_is_not() {
         "{line}"
     );
 }
+
+/// Server: mailin-embedded, stalled in the transaction so that a runner
+/// holds a matching entry. `mm-delete --all` (and `mm-hold --all`) with a
+/// selection reports that claim busy and exits 75 instead of passing over
+/// it with exit 0 while the runner sends it; mm-flush --all, for which a
+/// claimed entry has nothing to do, still passes over it.
+#[test]
+fn all_reports_a_live_claim_that_the_selection_takes_as_busy_for_delete_and_hold() {
+    let s = TestSpool::new();
+    let server = MailServer::start();
+    server.stall(Duration::from_secs(30));
+    let id = enqueue(&s, "out", &["spam@example.net"], b"Subject: spam\n\nx\n");
+    let mut r = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["--stop-timeout", "2s", "--smtp", &server.url()])
+        .spawn();
+    server.wait_stalled(1, Duration::from_secs(20));
+    assert_eq!(name_of(&only_entry_in(&s, "out")).state, State::Claimed);
+    for tool in ["mm-delete", "mm-hold"] {
+        let out = admin(&s, tool).args(["--all", "--rcpt", "spam@"]).run();
+        out.assert_code(75);
+        assert!(
+            out.stdout_str()
+                .starts_with(&format!("busy {id} out (claimed by ")),
+            "{tool}: {}",
+            out.stdout_str()
+        );
+        // Not selected: nothing to say.
+        let out = admin(&s, tool).args(["--all", "--rcpt", "ham@"]).run();
+        out.assert_ok();
+        assert_eq!(out.stdout_str(), "", "{tool}");
+    }
+    admin(&s, "mm-flush").arg("--all").run().assert_ok();
+    server.release();
+    r.signal("TERM");
+    r.wait_within(Duration::from_secs(15));
+}

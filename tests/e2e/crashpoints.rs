@@ -182,3 +182,62 @@ fn mm_hold_killed_after_saving_its_record_is_recovered_held() {
     assert!(copies(&dir).is_empty(), "a held entry is never delivered");
     assert_eq!(s.files_with_ext("hld").len(), 1);
 }
+
+/// mm-delete --bounce killed after writing the bounce record, before
+/// removing the entry: its recipients' failures were saved first, so
+/// recovery and the next runner never deliver what the sender is told
+/// failed, and the record written again is the same one (one in bounces/).
+#[test]
+fn mm_delete_bounce_killed_after_the_record_never_delivers_and_never_writes_a_second_record() {
+    let s = TestSpool::new();
+    assert!(enqueue(&s, None));
+    let entry = s.files_with_ext("pck")[0].clone();
+    let id = entry
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    let out = Tool::new("mm-delete")
+        .spool(&s)
+        .args(["--bounce", &id])
+        .env("MM_TEST_CRASH_AT", "delete-after-publish")
+        .run();
+    assert!(!out.status.success(), "mm-delete should have died\n{out}");
+    let records = || -> Vec<std::path::PathBuf> {
+        s.files_with_ext("pck")
+            .into_iter()
+            .filter(|p| p.starts_with(s.root().join("bounces")))
+            .collect()
+    };
+    assert_eq!(records().len(), 1, "the record is written");
+    recover(&s);
+    let dir = s.work().join("maildir");
+    let out = Tool::new("mm-runq")
+        .spool(&s)
+        .args(["-q", "out", "--until-empty", "--quiet", "--deliver-to"])
+        .arg(&dir)
+        .run();
+    assert!(out.status.success(), "{out}");
+    assert!(
+        copies(&dir).is_empty(),
+        "delivered after the sender was told it failed"
+    );
+    assert_eq!(
+        records().len(),
+        1,
+        "a second bounce record: {:?}",
+        s.files()
+    );
+    assert!(
+        s.entry_files()
+            .iter()
+            .all(|p| p.starts_with(s.root().join("bounces"))),
+        "the entry is gone from out: {:?}",
+        s.files()
+    );
+    let rec = read_entry(&records()[0]);
+    assert_eq!(rec.recipients.len(), 3);
+}

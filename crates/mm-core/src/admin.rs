@@ -132,6 +132,14 @@ pub trait Action {
     fn apply(&self, spool: &Spool, c: Claim, now: u64) -> Result<String>;
     /// The detail of a dry run's line.
     fn preview(&self, entry: &Entry, now: u64) -> String;
+    /// Whether `--all` reports the selected entries that are claimed right
+    /// now (`busy`, exit 75) rather than passing over them: for an
+    /// operation whose point is that a runner must not send them (hold,
+    /// delete), an admin must learn that some were out of reach. A flush or
+    /// a release has nothing to do for an entry a runner is working on.
+    fn claims_matter(&self) -> bool {
+        false
+    }
 }
 
 /// Who runs this process, for history lines and log lines: the user of the
@@ -191,7 +199,9 @@ pub fn run(
             let mut v: Vec<EntryId> = found
                 .iter()
                 .filter(|(n, _)| {
-                    action.applies(n, now).is_ok() && target.select.matches_name(n, now)
+                    (action.applies(n, now).is_ok()
+                        || (n.state == State::Claimed && action.claims_matter()))
+                        && target.select.matches_name(n, now)
                 })
                 .map(|(n, _)| n.id)
                 .collect();
@@ -200,7 +210,14 @@ pub fn run(
         }
     };
     let qname = target.queue.to_string();
+    let mut renewed = std::time::Instant::now();
     for id in wanted {
+        // A long run (a hold of a big queue) must not look dead to the
+        // other hosts, who would take its claims back.
+        if renewed.elapsed() >= claim::DEFAULT_LEASE / 4 {
+            let _ = me.renew();
+            renewed = std::time::Instant::now();
+        }
         let rep = |result: Outcome, detail: String| Done {
             schema: crate::report::SCHEMA,
             result,
@@ -221,6 +238,14 @@ pub fn run(
             continue;
         };
         if name.state == State::Claimed {
+            if all && target.select.needs_content() {
+                // Only the claims the selection would take are reported; a
+                // file that cannot be read (it is being rewritten) counts.
+                let (_, entry) = crate::report::read_for_view(&queue.found_path(&name, place));
+                if entry.is_ok_and(|e| !target.select.matches_entry(&e)) {
+                    continue;
+                }
+            }
             let holder = name.holder.clone().unwrap_or_default();
             let detail = match claim::liveness(spool, &holder, claim::DEFAULT_LEASE) {
                 Liveness::Alive(h) => {
@@ -272,10 +297,24 @@ pub fn run(
             }
         }
         let done = match Claim::take(spool, &queue, &name, place, me.token()) {
-            Ok(Claimed::Entry(c)) => match action.apply(spool, *c, now) {
-                Ok(detail) => rep(Outcome::Did(action.verb()), detail),
-                Err(e) => rep(Outcome::Failed, e.to_string()),
-            },
+            Ok(Claimed::Entry(c)) => {
+                let claimed = c.path().to_path_buf();
+                match action.apply(spool, *c, now) {
+                    Ok(detail) => rep(Outcome::Did(action.verb()), detail),
+                    Err(e) => {
+                        // Never left stranded under our token (recovery
+                        // would count it against the entry): back under the
+                        // name it was found with, if the claim is still there.
+                        let detail =
+                            match claim::put_back_found(&queue, me.token(), &claimed, &name) {
+                                Ok(true) => format!("{e}; left as it was"),
+                                Ok(false) => e.to_string(),
+                                Err(back) => format!("{e}; and {back}: run mm-recover -q {qname}"),
+                            };
+                        rep(Outcome::Failed, detail)
+                    }
+                }
+            }
             Ok(Claimed::Lost) => rep(
                 Outcome::Busy,
                 "taken by another process while we looked (a runner?)".into(),

@@ -2,11 +2,12 @@
 //! that failed, written once per recipient (the `bounced` mark), by the
 //! runner (refused, expired) and by `mm-delete --bounce` (given up).
 //!
-//! The record has its own id, fixed when it is made, so that a write retried
-//! after a failure ([`claim::publish`](crate::claim::publish)) is the same
-//! record, never a second one.
+//! The record's id is derived from the entry's and its recipients', so that
+//! a write retried after a failure or a crash ([`claim::publish`](crate::claim::publish)) is the
+//! same record, never a second one.
 
-use crate::clock;
+use sha1::{Digest, Sha1};
+
 use crate::entry::{Bounce, BounceReason, Entry, RcptState};
 use crate::id::EntryId;
 use crate::spool::queues;
@@ -30,15 +31,21 @@ pub fn mark_bounced(entry: &mut Entry, failed: &[usize]) {
 }
 
 /// The bounce record for the recipients `failed` of `entry`: a new entry
-/// for bounces/, its id fixed here so that a write retried after a failure
-/// is the same record, never a second one.
+/// for bounces/ whose id comes from the entry's id and the recipients'
+/// positions alone. A write retried after a failure, in this process or
+/// after a crash and recovery (the failures found again, the record written
+/// again before the mark that it was), is the same record under the same
+/// name, never a second one while the first is still in bounces/. Its time
+/// is the original's enqueue time.
 pub fn bounce_record(queue: &str, entry: &Entry, failed: &[usize]) -> Entry {
-    let now = clock::now();
-    let micros = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    let id = EntryId::generate(micros, &[entry.id.as_bytes(), b"bounce"]);
+    let micros = entry.id.parse::<EntryId>().map(|i| i.micros()).unwrap_or(0);
+    let mut h = Sha1::new();
+    h.update(entry.id.as_bytes());
+    h.update(b"bounce");
+    for &i in failed {
+        h.update((i as u64).to_le_bytes());
+    }
+    let id = EntryId::from_parts(micros, h.finalize().into());
     let addrs: Vec<String> = failed
         .iter()
         .map(|&i| entry.recipients[i].address.clone())

@@ -430,8 +430,9 @@ impl Claim {
             Ok(c) => Ok(c),
             Err(e) => {
                 // Not decoded, not quarantined (an I/O error): never left
-                // stranded under our token; back as it was found.
-                let _ = put_back(queue, name.id, token, &to, name.due);
+                // stranded under our token; back under the very name it was
+                // found with (held stays held, preserved stays preserved).
+                let _ = put_back_as(queue, token, &to, name);
                 Err(e)
             }
         }
@@ -591,6 +592,17 @@ impl Claim {
         fs::remove_file(&self.path).map_err(io_err("cannot remove", &self.path))
     }
 
+    /// Removes the entry and syncs its directory: for a removal whose entry
+    /// does not record why (mm-delete), which a machine crash must not undo.
+    pub fn finish_durably(self) -> Result<()> {
+        let dir = self.path.parent().map(Path::to_path_buf);
+        self.finish()?;
+        match dir {
+            Some(d) => fsx::sync_dir(&d),
+            None => Ok(()),
+        }
+    }
+
     /// Done with it, but the removal is left to the caller (the runner's
     /// finisher): the path of the claimed file to remove.
     pub fn finish_later(self) -> PathBuf {
@@ -725,6 +737,16 @@ pub fn put_back(
     put_back_as(queue, token, path, &FileName::deferred(id, due))
 }
 
+/// Puts a claim at `path` back under `name`, the name it was found with,
+/// if it is still there (an operation that failed after its claim): true if
+/// it was. A claim that went on (moved, removed) is left alone.
+pub fn put_back_found(queue: &Queue, token: &str, path: &Path, name: &FileName) -> Result<bool> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(false);
+    }
+    put_back_as(queue, token, path, name).map(|()| true)
+}
+
 /// [`put_back`] for a claim in bad/ or shunt/: back as preserved (`ID.psv`),
 /// where mm-unbad sees it, never as a queued entry no runner of those
 /// queues would take.
@@ -748,8 +770,9 @@ fn put_back_as(queue: &Queue, token: &str, path: &Path, name: &FileName) -> Resu
 
 /// Publishes a new entry (a bounce record) in `queue` as queued: written
 /// in full under a temporary name, synced, renamed, the directory synced.
-/// Writing the same entry again (a retry after a failure) gives the same
-/// name and content, never a second entry.
+/// Writing the same entry again (a retry after a failure, or after a crash:
+/// see [`crate::bounce::bounce_record`]) gives the same name, and nothing
+/// is written if an entry of that id is already there in any state.
 pub fn publish(queue: &Queue, entry: &Entry) -> Result<()> {
     let id: EntryId = entry.id.parse().map_err(|_| {
         Error::new(
@@ -761,6 +784,22 @@ pub fn publish(queue: &Queue, entry: &Entry) -> Result<()> {
     let tmp = bucket.join(FileName::writing(id, None).to_string());
     let dest = bucket.join(FileName::queued(id).to_string());
     let _ = fs::remove_file(&tmp);
+    // Written before, in any state (queued, claimed by a runner of the
+    // queue, held): it is there, so writing it again would only make a
+    // second copy beside a claimed one.
+    let prefix = format!("{id}.");
+    let exists = fs::read_dir(&bucket)
+        .map_err(io_err("cannot read", &bucket))?
+        .flatten()
+        .any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(&prefix)
+                && FileName::parse(n.as_bytes()).is_some_and(|f| f.state != State::Writing)
+        });
+    if exists {
+        return Ok(());
+    }
     fsx::write_and_rename(&tmp, &dest, &entry.encode()?, true)?;
     fsx::sync_dir(&bucket)
 }

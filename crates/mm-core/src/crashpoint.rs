@@ -10,7 +10,8 @@
 //! `runner-after-record` (a per-recipient record made durable),
 //! `runner-before-finish` (all delivered, entry not yet removed),
 //! `hold-after-save` (mm-hold saved its record, the rename to `ID.hld` not
-//! yet done).
+//! yet done), `delete-after-publish` (mm-delete --bounce wrote the bounce
+//! record, the entry not yet removed).
 
 /// Dies here if `MM_TEST_CRASH_AT` names this point.
 #[cfg(feature = "test-hooks")]

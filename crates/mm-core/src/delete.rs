@@ -61,6 +61,12 @@ impl Action for Delete {
                 r.updated = Some(now);
             }
             let failed = bounce::unbounced(&c.entry);
+            // The failures are durable before their record exists: killed
+            // after this, the entry is recovered with its recipients failed
+            // (a runner writes the same record, never delivers them).
+            if !failed.is_empty() {
+                c.save()?;
+            }
             if failed.is_empty() {
                 detail.push_str("; nothing pending, no bounce record");
             } else {
@@ -70,6 +76,7 @@ impl Action for Delete {
                     format!("written by mm-delete --bounce ({})", self.actor),
                 );
                 claim::publish(&spool.queue_named(queues::BOUNCES)?, &record)?;
+                crate::crashpoint::here("delete-after-publish");
                 bounce::mark_bounced(&mut c.entry, &failed);
                 detail.push_str(&format!(
                     "; bounce record {} for {} recipients",
@@ -78,8 +85,14 @@ impl Action for Delete {
                 ));
             }
         }
-        c.finish()?;
+        // Nothing in the entry says it was deleted: the removal is synced,
+        // so a machine crash cannot bring it back for delivery.
+        c.finish_durably()?;
         Ok(detail)
+    }
+
+    fn claims_matter(&self) -> bool {
+        true
     }
 
     fn preview(&self, entry: &Entry, _now: u64) -> String {

@@ -14,6 +14,7 @@
 //! claim it again.
 
 use crate::entry::{Entry, RcptState, Recipient};
+use crate::id::EntryId;
 
 /// The mark in `meta.kv` of a record turned into a report.
 pub const MARK: &str = "dsn";
@@ -90,6 +91,31 @@ fn status(reply: &str) -> String {
         .unwrap_or_else(|| "5.0.0".into())
 }
 
+/// `text` folded at whitespace into lines of at most 78 characters (a word
+/// longer than that stands alone, cut at 900), each line after the first
+/// starting with `indent`: a server's long reply (they can be kilobytes,
+/// joined from many lines) never makes a line over SMTP's 998 (RFC 5322
+/// folding for the header fields of the delivery-status part).
+fn fold(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut width = 0;
+    for word in text.split_whitespace() {
+        let word: String = word.chars().take(900).collect();
+        let len = word.chars().count();
+        if width > 0 && width + 1 + len > 78 {
+            out.push_str("\r\n");
+            out.push_str(indent);
+            width = indent.len();
+        } else if width > 0 {
+            out.push(' ');
+            width += 1;
+        }
+        out.push_str(&word);
+        width += len;
+    }
+    out
+}
+
 /// The report's bytes.
 fn report(e: &Entry, original_id: &str, host: &str, now: u64) -> Vec<u8> {
     let boundary = format!("{}/{host}", e.id);
@@ -97,20 +123,28 @@ fn report(e: &Entry, original_id: &str, host: &str, now: u64) -> Vec<u8> {
     let mut human = String::new();
     let mut machine = format!(
         "Reporting-MTA: dns; {host}\r\nX-Mm-Queue-ID: {original_id}\r\nArrival-Date: {}\r\n",
-        rfc2822(e.meta.received)
+        // When the original arrived (its id's time), not when the record was made.
+        rfc2822(
+            original_id
+                .parse::<EntryId>()
+                .map(|i| i.secs())
+                .unwrap_or(e.meta.received)
+        )
     );
     for r in &e.recipients {
         let reply = r.last_reply.as_deref().unwrap_or("no reply");
-        human.push_str(&format!("<{}>: {reply}\r\n", r.address));
+        human.push_str(&fold(&format!("<{}>: {reply}", r.address), "  "));
+        human.push_str("\r\n");
         let diagnostic = if reply.starts_with(['4', '5']) {
             format!("smtp; {reply}")
         } else {
             format!("X-mm; {reply}")
         };
         machine.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: {diagnostic}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n{}\r\n",
             r.address,
-            status(reply)
+            status(reply),
+            fold(&format!("Diagnostic-Code: {diagnostic}"), " ")
         ));
     }
     format!(
@@ -203,5 +237,38 @@ mod tests {
             "5.3.0"
         );
         assert_eq!(status("refused"), "5.0.0");
+    }
+
+    #[test]
+    fn a_long_reply_is_folded_under_998_and_the_arrival_date_is_the_originals() {
+        let original = EntryId::from_parts(951_782_400_000_000, [9; 20]);
+        let id = EntryId::from_parts(1_796_287_200_000_000, [7; 20]);
+        let long = format!("550 5.7.1 {}", "policy rejection; ".repeat(100));
+        let mut e = Entry::new(
+            &id,
+            "s@example.org",
+            &["a@example.net".to_string()],
+            b"Subject: x\n\nx\n".to_vec(),
+            "bounces",
+        );
+        e.recipients[0].state = RcptState::Failed;
+        e.recipients[0].last_reply = Some(long);
+        let bytes = report(&e, &original.to_string(), "mx.example.org", 1_796_287_200);
+        let text = String::from_utf8(bytes).unwrap();
+        for line in text.split("\r\n") {
+            assert!(line.len() <= 998, "a line of {} bytes", line.len());
+        }
+        assert!(
+            text.contains("\r\nArrival-Date: Tue, 29 Feb 2000 00:00:00 +0000\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nDiagnostic-Code: smtp; 550 5.7.1 policy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\n policy") || text.contains("\r\n rejection;"),
+            "folded as a header is: {text}"
+        );
     }
 }

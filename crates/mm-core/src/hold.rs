@@ -163,6 +163,8 @@ pub fn write_rule(spool: &Spool, rule: &Rule) -> Result<()> {
     let json = serde_json::to_vec_pretty(rule)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode hold rule: {e}")))?;
     let tmp = dir.join(format!(".{name}.tmp"));
+    // One left by an mm-hold that was killed: never a reason to refuse.
+    let _ = std::fs::remove_file(&tmp);
     crate::fsx::write_and_rename(&tmp, &dir.join(&name), &json, true)?;
     crate::fsx::sync_dir(&dir)
 }
@@ -171,7 +173,8 @@ pub fn write_rule(spool: &Spool, rule: &Rule) -> Result<()> {
 pub fn remove_rule(spool: &Spool, domain: &str) -> Result<bool> {
     let path = spool.root().join(RULES_DIR).join(rule_name(domain)?);
     match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
+        // Synced: a machine crash must not bring the rule back.
+        Ok(()) => crate::fsx::sync_dir(&spool.root().join(RULES_DIR)).map(|()| true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("cannot remove hold rule", &path, e)),
     }
@@ -263,6 +266,10 @@ impl Action for Hold {
             Some(u) => format!("until {}: {}", crate::clock::rfc3339(u), self.reason),
             None => self.reason.clone(),
         })
+    }
+
+    fn claims_matter(&self) -> bool {
+        true
     }
 
     fn preview(&self, entry: &Entry, _now: u64) -> String {

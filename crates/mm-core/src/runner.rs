@@ -1319,7 +1319,28 @@ fn process(
     let now = clock::now_secs();
     if name.state == State::Held {
         hold::end(&mut c.entry, now, "its hold time");
-    } else if let Some(rule) = hold::rule_for(&sh.spool, &c.entry, now) {
+        // The end is on disk before anything is tried: a put-back or a stop
+        // later never leaves a queued file with a hold record, whose held
+        // time would then be missing from the give-up clock.
+        durably(
+            sh,
+            &me,
+            slot,
+            (c.id(), Write::Save),
+            "record the end of its hold",
+            || c.save_checked(&|| me.check()),
+        )?;
+    } else if c.entry.meta.hold.take().is_some() {
+        // A hold that never took effect (an mm-hold that failed after its
+        // save and put the entry back): not a hold, and not shown as one.
+        c.entry.note(
+            now,
+            "hold record dropped: the entry was not held".to_string(),
+        );
+    }
+    // A rule holds mail whose timed hold just ended too (a rule made or
+    // extended meanwhile).
+    if let Some(rule) = hold::rule_for(&sh.spool, &c.entry, now) {
         let line = guarded(&me, slot, || hold::hold_by_rule(c, &rule, now))?;
         sh.log.event(&Event::Entry(&line));
         return Ok(());

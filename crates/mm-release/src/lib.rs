@@ -40,13 +40,21 @@ pub struct Cli {
     pub args: AdminArgs,
 }
 
+/// The spool, once the queue named is known to be there: a typo in `-q`
+/// must not end a hold rule and then fail.
+fn existing(cli: &Cli) -> anyhow::Result<mm_core::Spool> {
+    let spool = cli.args.spool.open()?;
+    spool.existing_queue(&cli.args.queue)?;
+    Ok(spool)
+}
+
 /// Runs mm-release.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if let (true, Some(domain), false) = (
         cli.args.pick.all,
         &cli.args.select.domain,
         cli.args.output.dry_run,
-    ) && hold::remove_rule(&cli.args.spool.open()?, domain)?
+    ) && hold::remove_rule(&existing(&cli)?, domain)?
         && !cli.args.output.json
     {
         println!("removed the hold rule for {domain}");

@@ -22,6 +22,15 @@ fn enqueue(s: &TestSpool, crash: Option<&str>) -> bool {
     t.run().status.success()
 }
 
+/// The id of the one queued entry.
+fn queued_id(s: &TestSpool) -> String {
+    let path = &s.files_with_ext("pck")[0];
+    mm_core::FileName::parse(path.file_name().unwrap().as_encoded_bytes())
+        .expect("an entry name")
+        .id
+        .to_string()
+}
+
 fn recover(s: &TestSpool) {
     let out = Tool::new("mm-recover")
         .spool(s)
@@ -152,14 +161,7 @@ fn mm_runq_killed_at_each_step_recovers_and_every_recipient_gets_its_copy() {
 fn mm_hold_killed_after_saving_its_record_is_recovered_held() {
     let s = TestSpool::new();
     assert!(enqueue(&s, None));
-    let id = s.files_with_ext("pck")[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .split('.')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(".");
+    let id = queued_id(&s);
     let out = Tool::new("mm-hold")
         .spool(&s)
         .args(["-r", "poison", &id])
@@ -191,15 +193,7 @@ fn mm_hold_killed_after_saving_its_record_is_recovered_held() {
 fn mm_delete_bounce_killed_after_the_record_never_delivers_and_never_writes_a_second_record() {
     let s = TestSpool::new();
     assert!(enqueue(&s, None));
-    let entry = s.files_with_ext("pck")[0].clone();
-    let id = entry
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .split('.')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(".");
+    let id = queued_id(&s);
     let out = Tool::new("mm-delete")
         .spool(&s)
         .args(["--bounce", &id])

@@ -45,3 +45,5 @@ mod admin;
 mod maillog;
 // mm-runq --dsn: bounce records as RFC 3464 reports, read by Python's email package.
 mod dsn;
+// mm behind a real, private Postfix: pipe(8) into mm-enqueue, mm-runq to smtp-sink, the exit-75 defer path.
+mod postfix;

@@ -148,7 +148,8 @@ fn run_with_postfix(user: &str, group: &str, check: impl FnOnce(&Mta) -> anyhow:
         // reach into it; what must stay private has its own modes below.
         set_mode(&dir, 0o755)?;
         // Guards, dropped in reverse order: the sink, Postfix, the account.
-        let account = PipeAccount::ensure(user, group)?;
+        // The names are the tests' own: what a killed run left goes too.
+        let account = PipeAccount::ensure(user, group)?.owned();
         // The spool as docs/operations.md, section 11 makes it: root of
         // the spool's group, mode 2770 (setgid: everything in it gets it).
         let spool = dir.join("spool");

@@ -60,6 +60,7 @@ pub struct Postfix {
 impl Postfix {
     /// Writes the configuration of a new instance under `s.dir`.
     pub fn configure(s: &Settings<'_>) -> anyhow::Result<Postfix> {
+        stop_orphans()?;
         let postconf = program("postconf")?;
         let base = s.dir;
         let conf = base.join("conf");
@@ -71,6 +72,9 @@ impl Postfix {
         for d in [&conf, &queue] {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
+        let owner = base.join(OWNER);
+        std::fs::write(&owner, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {}", owner.display()))?;
         // master.cf splits its lines at white space.
         for p in [base, s.enqueue, s.spool] {
             if p.to_string_lossy().contains(char::is_whitespace) {
@@ -299,6 +303,65 @@ impl Drop for Postfix {
     }
 }
 
+/// The file in an instance's directory that names the process that made
+/// it: an instance whose maker is gone was left by a killed run.
+const OWNER: &str = "owner.pid";
+
+/// Stops the private instances that killed runs left behind (a Ctrl-C ends
+/// a test process before its guards run, and Postfix is a daemon in its own
+/// session): every live process whose `MAIL_CONFIG` names a configuration
+/// directory next to an [`OWNER`] file whose process is gone. The system's
+/// own Postfix has no such file and is never touched. The directories are
+/// left for a look.
+fn stop_orphans() -> anyhow::Result<()> {
+    let mut orphans = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let entry = entry.context("cannot list /proc")?;
+        // Gone meanwhile, or not readable: not ours.
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Some(conf) = env
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"MAIL_CONFIG="))
+        else {
+            continue;
+        };
+        let conf =
+            PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(conf));
+        let Some(owner) = conf
+            .parent()
+            .and_then(|base| std::fs::read_to_string(base.join(OWNER)).ok())
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(owner.to_string()).exists() {
+            orphans.insert((conf, owner));
+        }
+    }
+    for (conf, owner) in orphans {
+        let base = conf.parent().unwrap_or(&conf).to_path_buf();
+        let mut left = Postfix {
+            log: base.join("maillog"),
+            conf: conf.clone(),
+            port: 0,
+            version: String::new(),
+            postfix: program("postfix")?,
+            postqueue: program("postqueue")?,
+            sendmail: program("sendmail")?,
+            started: true,
+        };
+        left.stop()
+            .with_context(|| format!("cannot stop the Postfix of {}", conf.display()))?;
+        eprintln!(
+            "warning: stopped a private Postfix that a killed run (pid {owner}) left running: {}",
+            conf.display()
+        );
+    }
+    Ok(())
+}
+
 /// The pipe's system user and its group, made if missing and removed when
 /// dropped if they were made here (on a failure too): a second run, or a run
 /// after a killed one, finds either nothing or what it can reuse.
@@ -360,6 +423,15 @@ impl PipeAccount {
             }
         };
         Ok(account)
+    }
+
+    /// Removes the user and group at the end even if they were there
+    /// before: for names only a test uses, which a killed earlier run (its
+    /// guard never ran) may have left.
+    pub fn owned(mut self) -> PipeAccount {
+        self.made_user = true;
+        self.made_group = true;
+        self
     }
 
     /// Removes the user and group if they were made here.

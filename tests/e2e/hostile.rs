@@ -164,6 +164,7 @@ struct Users {
 
 impl Drop for Users {
     fn drop(&mut self) {
+        let _one_at_a_time = mm_e2e::accounts_lock();
         let mut left = Vec::new();
         for name in self.made_users.iter().rev() {
             let ok = Command::new("userdel")
@@ -239,8 +240,9 @@ fn users(what: &str) -> Users {
             "{what}: {tool} is not installed (Debian: apt-get install passwd util-linux)"
         );
     }
-    static CREATING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    // One account change at a time in the whole test process (the Postfix
+    // tests make users too): useradd gives up when /etc/passwd is locked.
+    let _one_at_a_time = mm_e2e::accounts_lock();
     let nologin = "/usr/sbin/nologin";
     let sys = [
         "--system",

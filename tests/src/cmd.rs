@@ -21,7 +21,13 @@ use std::time::{Duration, Instant};
 use mm_core::EntryId;
 
 /// The environment variables of mm that a test never inherits.
-const MM_ENV: [&str; 4] = ["MM_SPOOL", "MM_TEST_NOW", "MM_TEST_CLOCK_OFFSET", "MM_HOST"];
+const MM_ENV: [&str; 5] = [
+    "MM_SPOOL",
+    "MM_TEST_NOW",
+    "MM_TEST_CLOCK_OFFSET",
+    "MM_TEST_CRASH_AT",
+    "MM_HOST",
+];
 
 /// How long [`Tool::run`] waits unless told otherwise ([`Tool::timeout`]):
 /// long enough for a loaded machine, short enough that a hang fails the
@@ -52,6 +58,8 @@ struct User {
 #[derive(Clone, Debug)]
 pub struct Tool {
     name: String,
+    /// A program that is not one of the tools ([`Tool::program`]).
+    program: Option<PathBuf>,
     wrap: Vec<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -69,6 +77,7 @@ impl Tool {
     pub fn new(name: &str) -> Tool {
         Tool {
             name: name.to_string(),
+            program: None,
             wrap: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
@@ -78,6 +87,21 @@ impl Tool {
             cwd: None,
             stderr_to: None,
             timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A command of any other program (`postfix`, `getent`, …): the same
+    /// timeout, process group, input and output handling as a tool's. A
+    /// bare name is looked up in `$PATH`.
+    pub fn program(path: impl AsRef<Path>) -> Tool {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy())
+            .into_owned();
+        Tool {
+            program: Some(path.to_path_buf()),
+            ..Tool::new(&name)
         }
     }
 
@@ -229,7 +253,9 @@ impl Tool {
             );
         }
         argv.extend(self.wrap.iter().cloned());
-        argv.push(if self.user.is_some() {
+        argv.push(if let Some(p) = &self.program {
+            p.clone().into_os_string()
+        } else if self.user.is_some() {
             crate::bin_for_all(&self.name).into_os_string()
         } else {
             crate::bin(&self.name).into_os_string()
@@ -263,7 +289,14 @@ impl Tool {
     }
 
     /// Starts the tool without waiting for it (concurrency tests, signals).
+    #[track_caller]
     pub fn spawn(&self) -> Running {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`spawn`](Tool::spawn), with a failure to start as an error (for
+    /// callers that report rather than panic: xtask).
+    pub fn try_spawn(&self) -> Result<Running, String> {
         let argv = self.argv();
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
@@ -287,7 +320,7 @@ impl Tool {
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .open(p)
-                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display()));
+                    .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
                 cmd.stderr(f);
                 None
             }
@@ -303,7 +336,7 @@ impl Tool {
         let started = Instant::now();
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {describe}: {e}"));
+            .map_err(|e| format!("cannot start {describe}: {e}"))?;
         let feeder = child.stdin.take().map(|mut pipe| {
             let input = self.input.clone();
             std::thread::spawn(move || -> u64 {
@@ -325,7 +358,7 @@ impl Tool {
                 }
             })
         });
-        Running {
+        Ok(Running {
             cmd: describe,
             tool: self.name.clone(),
             child,
@@ -335,13 +368,39 @@ impl Tool {
             stderr,
             started,
             timeout: self.timeout,
-        }
+        })
     }
 
     /// Runs the tool to completion; panics (after killing its process group)
     /// if it takes longer than the timeout.
+    #[track_caller]
     pub fn run(&self) -> Out {
         self.spawn().wait()
+    }
+
+    /// [`run`](Tool::run), with a failure to start or a timeout (the
+    /// process group killed) as an error instead of a panic; any exit
+    /// status is a result.
+    pub fn try_run(&self) -> Result<Out, String> {
+        let mut running = self.try_spawn()?;
+        let left = running.timeout.saturating_sub(running.started.elapsed());
+        running.try_wait_within(left)?;
+        Ok(running.wait())
+    }
+
+    /// [`try_run`](Tool::try_run), and an error unless it exits 0; the
+    /// error names the command, its status and its standard error.
+    pub fn run_ok(&self) -> Result<Out, String> {
+        let out = self.try_run()?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}): {}",
+                out.cmd,
+                out.status,
+                crate::one_line(&out.stderr_str())
+            ));
+        }
+        Ok(out)
     }
 
     /// [`run`](Tool::run), also telling how long it took and how much of
@@ -449,18 +508,24 @@ impl Running {
     /// fails after that.
     #[track_caller]
     pub fn wait_within(&mut self, within: Duration) -> ExitStatus {
+        self.try_wait_within(within)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`wait_within`](Running::wait_within), with the hang as an error.
+    pub fn try_wait_within(&mut self, within: Duration) -> Result<ExitStatus, String> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(st) = self.try_status() {
-                return st;
+                return Ok(st);
             }
             if Instant::now() >= deadline {
                 self.kill_group();
-                panic!(
+                return Err(format!(
                     "{} did not finish within {within:?} and was killed: it hangs\n{}",
                     self.cmd,
                     self.output()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }

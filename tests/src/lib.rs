@@ -30,14 +30,18 @@
 mod cmd;
 /// mailin-embedded in this process, scripted per recipient.
 mod mail;
+/// A private Postfix instance, and the system account of its pipe.
+pub mod postfix;
 /// Postfix's smtp-sink, started and stopped.
 mod sink;
+/// A minimal SMTP client that sends exactly the bytes given.
+pub mod smtp_client;
 /// A scripted SMTP server that misbehaves on purpose.
 pub mod smtp_script;
 
 pub use cmd::{DEFAULT_TIMEOUT, Out, Ran, Running, Tool};
 pub use mail::{MailServer, Received};
-pub use sink::{SinkOptions, SmtpSink};
+pub use sink::{Dump, SinkOptions, SmtpSink, parse_dump};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -262,6 +266,118 @@ pub fn poll_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `within`
+/// (for probes that run commands or read logs, where [`poll_until`]'s 10 ms
+/// would be a busy loop); an error from `probe` ends the wait at once.
+pub fn poll_for<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Held while a test adds or removes system users or groups: useradd and
+/// groupadd lock /etc/passwd and /etc/group and give up when they are busy.
+pub fn accounts_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A user's or group's numeric id from the system's databases (`getent`,
+/// so NSS sources count too), or `None` if there is no such name.
+pub fn lookup_id(database: &str, name: &str) -> Result<Option<u32>, String> {
+    let done = Tool::program("getent")
+        .args([database, name])
+        .timeout(Duration::from_secs(10))
+        .try_run()?;
+    // getent: 2 is "no such key".
+    if done.status.code() == Some(2) {
+        return Ok(None);
+    }
+    if !done.status.success() {
+        return Err(format!("getent {database} {name} failed ({})", done.status));
+    }
+    let out = String::from_utf8_lossy(&done.stdout);
+    // passwd: name:x:UID:GID:...   group: name:x:GID:members
+    out.split(':')
+        .nth(2)
+        .and_then(|f| f.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| format!("getent {database} {name} printed {out:?}"))
+}
+
+/// `text` on one line, for error messages.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The Message-ID of `message` (LF line ends), without angle brackets.
+pub fn message_id(message: &[u8]) -> Option<String> {
+    message
+        .split(|&b| b == b'\n')
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            let (name, value) = text.split_once(':')?;
+            name.eq_ignore_ascii_case("Message-ID").then(|| {
+                value
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+        })
+}
+
+/// Where `got` first differs from `want`: the line number and both lines.
+pub fn first_difference(got: &[u8], want: &[u8]) -> String {
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let line_no = got[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_of = |data: &[u8]| {
+        let start = data[..at.min(data.len())]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let end = data[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |p| start + p + 1);
+        let shown = String::from_utf8_lossy(&data[start..end])
+            .escape_debug()
+            .to_string();
+        if shown.len() > 160 {
+            format!(
+                "{}... ({} bytes)",
+                &shown[..shown.floor_char_boundary(160)],
+                end - start
+            )
+        } else {
+            shown
+        }
+    };
+    format!(
+        "byte {at} (line {line_no}; {} bytes received, {} sent): got \"{}\", want \"{}\"",
+        got.len(),
+        want.len(),
+        line_of(got),
+        line_of(want)
+    )
 }
 
 /// A loopback port that was free a moment ago (bound, then released:

@@ -48,9 +48,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::e2e::sink::{Dump, SmtpSink};
-use crate::e2e::sys::{self, run_ok, wait_until};
+use crate::sys::{self, run_ok, wait_until};
 use gluster::Cluster;
+use mm_e2e::{Dump, SmtpSink};
 
 /// The tools the run uses.
 const TOOLS: [&str; 5] = [
@@ -120,7 +120,7 @@ pub const SCENARIOS: [Scenario; 5] = [
 /// (or `probe`; all when empty); `keep` keeps the bricks and logs.
 pub fn run(root: &Path, only: &[String], keep: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    if !crate::e2e::is_root() {
+    if !mm_e2e::is_root() {
         bail!(
             "cargo xtask cluster must run as root: it installs packages, starts glusterd and \
              mounts a GlusterFS volume twice"
@@ -138,7 +138,7 @@ pub fn run(root: &Path, only: &[String], keep: bool) -> anyhow::Result<()> {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     gluster::install_missing(&PACKAGES)?;
     sys::catch_interrupts()?;
-    let bin = crate::e2e::build(root, &TOOLS)?;
+    let bin = sys::build(root, &TOOLS)?;
     let lease_flag = runq_takes_lease(&bin)?;
     let built = started.elapsed();
     let started = Instant::now();
@@ -347,9 +347,8 @@ impl Ctx {
     /// second before each end-of-data reply, so a runner can be caught
     /// mid-delivery).
     pub fn start_sink(&mut self, extra: &[&str]) -> anyhow::Result<()> {
-        let uid = sys::lookup_id("passwd", SINK_USER)?
-            .with_context(|| format!("there is no user {SINK_USER} for smtp-sink"))?;
-        self.sink = Some(SmtpSink::start_with(&self.sink_dir, SINK_USER, uid, extra)?);
+        sys::check_interrupted()?;
+        self.sink = Some(SmtpSink::saving(&self.sink_dir, SINK_USER, extra)?);
         Ok(())
     }
 
@@ -364,7 +363,7 @@ impl Ctx {
     pub fn smtp_url(&self, label: &str) -> anyhow::Result<String> {
         Ok(format!(
             "smtp://127.0.0.1:{}?helo={label}",
-            self.sink()?.port
+            self.sink()?.port()
         ))
     }
 
@@ -713,7 +712,7 @@ impl Msg {
 pub type Key = (String, String);
 
 fn keys_of(d: &Dump) -> BTreeSet<Key> {
-    let id = crate::e2e::mail::message_id(&d.data).unwrap_or_default();
+    let id = mm_e2e::message_id(&d.data).unwrap_or_default();
     d.rcpts.iter().map(|r| (id.clone(), r.clone())).collect()
 }
 
@@ -913,7 +912,7 @@ fn pending_in_spool(ctx: &Ctx) -> anyhow::Result<BTreeSet<Key>> {
             let Some(meta) = dump.first() else { continue };
             let mid = meta["message"]
                 .as_str()
-                .and_then(|m| crate::e2e::mail::message_id(m.as_bytes()))
+                .and_then(|m| mm_e2e::message_id(m.as_bytes()))
                 .unwrap_or_default();
             for rc in meta["recipients"].as_array().into_iter().flatten() {
                 if rc["state"] == "pending"

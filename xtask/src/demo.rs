@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::TOOLS;
-use mm_e2e::MailServer;
+use mm_e2e::{MailServer, Tool};
 
 /// Longest any one tool may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -473,27 +473,26 @@ impl Demo {
     }
 
     fn run(&self, name: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Captured> {
-        let mut cmd = Command::new(self.bin.join(name));
-        cmd.args(args)
-            .current_dir(&self.dir)
-            .env("MM_SPOOL", &self.spool)
-            .env_remove("MM_HOST")
-            .env_remove("MM_TEST_NOW")
-            .env_remove("MM_TEST_CLOCK_OFFSET")
-            .env_remove("MM_TEST_CRASH_AT");
         let input = match stdin {
             Some(path) => {
                 std::fs::read(self.dir.join(path)).with_context(|| format!("cannot read {path}"))?
             }
             None => Vec::new(),
         };
-        // xtask's one runner of commands: fed and drained in threads, killed
-        // after the time limit.
-        let done = crate::e2e::sys::run(&mut cmd, &input, TOOL_TIMEOUT)
+        // The test kit's command builder: its own process group, killed
+        // after the time limit; no MM_* variable inherited but the spool.
+        let done = Tool::program(self.bin.join(name))
+            .args(args)
+            .cwd(&self.dir)
+            .env("MM_SPOOL", &self.spool)
+            .stdin(input)
+            .timeout(TOOL_TIMEOUT)
+            .try_run()
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("{name} failed to run"))?;
         Ok(Captured {
             status: done.status,
-            stdout: done.out(),
+            stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
         })
     }

@@ -19,7 +19,8 @@
 //!   server, show the queues, on any machine with no MTA.
 //! * `e2e [--keep]`: mm behind a real MTA: a private Postfix pipes mail into
 //!   `mm-enqueue`, `mm-runq` delivers it to Postfix's smtp-sink, and a spool
-//!   failure makes Postfix defer and retry (root only; CI runs it).
+//!   failure makes Postfix defer and retry (root only): runs the Postfix
+//!   tests of `tests/e2e/postfix.rs`, which `test` runs too when root.
 //! * `cluster [--keep] [SCENARIO...]`: mm on a GlusterFS volume mounted
 //!   twice (hosts A and B): the file system probed, then enqueue, drain,
 //!   kill, freeze and clock-skew scenarios counted per recipient at
@@ -38,6 +39,7 @@ mod completions;
 mod demo;
 mod e2e;
 mod man;
+mod sys;
 mod test;
 
 use std::path::{Path, PathBuf};

@@ -195,7 +195,7 @@ fn install(is_root: bool) -> anyhow::Result<()> {
         apt(&["update", "-qq"])?;
         if packages.contains(&"postfix") {
             // No questions, and no mail system set up: the tests start
-            // their own smtp-sink; `cargo xtask e2e` its own Postfix.
+            // their own smtp-sink, the Postfix tests their own instance.
             let mut child = Command::new("debconf-set-selections")
                 .stdin(Stdio::piped())
                 .spawn()

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::e2e::sys::{self, run, run_ok, wait_until};
+use crate::sys::{self, run, run_ok, wait_until};
 
 /// The volume's name.
 pub const VOLUME: &str = "mmtest";

@@ -1,5 +1,10 @@
-//! System plumbing for the end-to-end run: commands with a time limit,
-//! polling, Ctrl-C, and the system user and group of the pipe.
+//! System plumbing for `cargo xtask cluster`: commands with a time limit
+//! that a Ctrl-C cuts short (so the run still unmounts and stops glusterd),
+//! polling, and the build of the tools. The other chores run commands with
+//! the test kit's `Tool` (`mm_e2e`); the cluster keeps this runner because it
+//! builds `std::process::Command`s (faketime wrappers, a runner's log as its
+//! output) and its children must get the terminal's Ctrl-C, which `Tool`'s
+//! own process groups keep from them.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -191,135 +196,23 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<
     })
 }
 
-/// A program of Postfix's, from `/usr/sbin` (where Debian puts them, and
-/// which is not in a non-root `$PATH`) or else from `$PATH`.
-pub fn postfix_program(name: &str) -> anyhow::Result<PathBuf> {
-    let mut candidates = vec![Path::new("/usr/sbin").join(name)];
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+/// Builds `tools` with the cargo that runs us; returns their directory.
+pub fn build(root: &Path, tools: &[&str]) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(root).args(["build", "--quiet"]);
+    for t in tools {
+        cmd.args(["-p", t]);
     }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "{name} is not installed (not in /usr/sbin nor in $PATH): install Debian's \
-             postfix package (apt-get install postfix), as .ci/run does"
-            )
-        })
-}
-
-/// A user's or group's numeric id from the system's databases (`getent`,
-/// so NSS sources count too), or `None` if there is no such name.
-pub fn lookup_id(database: &str, name: &str) -> anyhow::Result<Option<u32>> {
-    let done = run(
-        Command::new("getent").args([database, name]),
-        b"",
-        Duration::from_secs(10),
-    )?;
-    // getent: 2 is "no such key".
-    if done.status.code() == Some(2) {
-        return Ok(None);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", shown(&cmd)))?;
+    check_interrupted()?;
+    if !status.success() {
+        bail!("{} failed ({status})", shown(&cmd));
     }
-    if !done.status.success() {
-        bail!("getent {database} {name} failed ({})", done.status);
-    }
-    let out = done.out();
-    // passwd: name:x:UID:GID:...   group: name:x:GID:members
-    let id = out
-        .split(':')
-        .nth(2)
-        .and_then(|f| f.trim().parse().ok())
-        .with_context(|| format!("getent {database} {name} printed {out:?}"))?;
-    Ok(Some(id))
-}
-
-/// The pipe's system user and its group, made if missing and removed at the
-/// end if this run made them: a second run, or a run after a killed one,
-/// finds either nothing or what it can reuse.
-pub struct PipeAccount {
-    pub user: String,
-    pub group: String,
-    pub uid: u32,
-    pub gid: u32,
-    made_user: bool,
-    made_group: bool,
-}
-
-impl PipeAccount {
-    /// Makes sure `user` and `group` exist (a system user with no home and
-    /// no login shell, as a package would make it).
-    pub fn ensure(user: &str, group: &str) -> anyhow::Result<PipeAccount> {
-        let timeout = Duration::from_secs(30);
-        let mut made_group = false;
-        let gid = match lookup_id("group", group)? {
-            Some(gid) => gid,
-            None => {
-                run_ok(
-                    Command::new("groupadd").args(["--system", group]),
-                    b"",
-                    timeout,
-                )?;
-                made_group = true;
-                lookup_id("group", group)?
-                    .with_context(|| format!("groupadd made no group {group}"))?
-            }
-        };
-        // Built before useradd so that a failure there still removes the group.
-        let mut account = PipeAccount {
-            user: user.to_string(),
-            group: group.to_string(),
-            uid: 0,
-            gid,
-            made_user: false,
-            made_group,
-        };
-        account.uid = match lookup_id("passwd", user)? {
-            Some(uid) => uid,
-            None => {
-                run_ok(
-                    Command::new("useradd").args([
-                        "--system",
-                        "--gid",
-                        group,
-                        "--no-create-home",
-                        "--home-dir",
-                        "/nonexistent",
-                        "--shell",
-                        "/usr/sbin/nologin",
-                        user,
-                    ]),
-                    b"",
-                    timeout,
-                )?;
-                account.made_user = true;
-                lookup_id("passwd", user)?
-                    .with_context(|| format!("useradd made no user {user}"))?
-            }
-        };
-        Ok(account)
-    }
-
-    /// Removes the user and group if this run made them.
-    pub fn remove(&mut self) -> anyhow::Result<()> {
-        begin_cleanup();
-        let timeout = Duration::from_secs(30);
-        if self.made_user {
-            run_ok(Command::new("userdel").arg(&self.user), b"", timeout)?;
-            self.made_user = false;
-        }
-        if self.made_group {
-            run_ok(Command::new("groupdel").arg(&self.group), b"", timeout)?;
-            self.made_group = false;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PipeAccount {
-    fn drop(&mut self) {
-        if let Err(e) = self.remove() {
-            eprintln!("e2e: warning: {e:#}");
-        }
-    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug"))
 }

@@ -1,4 +1,5 @@
-//! A private Postfix instance: its own configuration, queue and data
+//! A private Postfix instance (for the Postfix tests, `tests/e2e/postfix.rs`,
+//! and xtask's benchmark): its own configuration, queue and data
 //! directories under the run's directory, its own log file, smtpd on a
 //! loopback port, and the list domain routed to the `mm` pipe(8) transport
 //! of docs/operations.md, section 10.
@@ -13,13 +14,12 @@
 //! `set-permissions`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::sys::{self, Finished, run, run_ok, wait_until};
+use crate::{Out, Tool, poll_for};
 
 /// Longest any one Postfix command may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,7 +60,8 @@ pub struct Postfix {
 impl Postfix {
     /// Writes the configuration of a new instance under `s.dir`.
     pub fn configure(s: &Settings<'_>) -> anyhow::Result<Postfix> {
-        let postconf = sys::postfix_program("postconf")?;
+        stop_orphans()?;
+        let postconf = program("postconf")?;
         let base = s.dir;
         let conf = base.join("conf");
         let queue = base.join("queue");
@@ -71,6 +72,9 @@ impl Postfix {
         for d in [&conf, &queue] {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
+        let owner = base.join(OWNER);
+        std::fs::write(&owner, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write {}", owner.display()))?;
         // master.cf splits its lines at white space.
         for p in [base, s.enqueue, s.spool] {
             if p.to_string_lossy().contains(char::is_whitespace) {
@@ -81,19 +85,14 @@ impl Postfix {
             }
         }
 
-        let version = run_ok(
-            Command::new(&postconf).args(["-d", "-h", "mail_version"]),
-            b"",
-            TIMEOUT,
-        )?
-        .out()
-        .trim()
-        .to_string();
+        let version = run_ok(Tool::program(&postconf).args(["-d", "-h", "mail_version"]))?
+            .stdout_str()
+            .trim()
+            .to_string();
 
         let main_cf = main_cf(s, &version, &queue, &log);
-        let mut text = String::from(
-            "# The private instance of `cargo xtask e2e` (xtask/src/e2e/postfix.rs).\n",
-        );
+        let mut text =
+            String::from("# A private instance of the mm tests (tests/src/postfix.rs).\n");
         for (name, value, why) in &main_cf {
             text.push_str(&format!("\n# {why}\n{name} = {value}\n"));
         }
@@ -141,11 +140,7 @@ impl Postfix {
             &["-M", &format!("mm/unix = {pipe}")],
         ];
         for edit in edits {
-            run_ok(
-                Command::new(&postconf).arg("-c").arg(&conf).args(edit),
-                b"",
-                TIMEOUT,
-            )?;
+            run_ok(Tool::program(&postconf).arg("-c").arg(&conf).args(edit))?;
         }
 
         Ok(Postfix {
@@ -153,9 +148,9 @@ impl Postfix {
             log,
             port: s.port,
             version,
-            postfix: sys::postfix_program("postfix")?,
-            postqueue: sys::postfix_program("postqueue")?,
-            sendmail: sys::postfix_program("sendmail")?,
+            postfix: program("postfix")?,
+            postqueue: program("postqueue")?,
+            sendmail: program("sendmail")?,
             started: false,
         })
     }
@@ -165,16 +160,17 @@ impl Postfix {
         // check creates the missing queue and data directories, with the
         // owners and modes Postfix wants, and reports a bad configuration
         // more plainly than start does.
-        let check = run_ok(self.postfix_cmd().arg("check"), b"", TIMEOUT)?;
-        if !check.err().is_empty() {
-            bail!("postfix check complained: {}", check.err());
+        let check = run_ok(self.postfix_cmd().arg("check"))?;
+        let said = check.stderr_str();
+        if !said.trim().is_empty() {
+            bail!("postfix check complained: {}", said.trim());
         }
         // From here on the instance may be running, even if start fails.
         self.started = true;
-        run_ok(self.postfix_cmd().arg("start"), b"", TIMEOUT)?;
+        run_ok(self.postfix_cmd().arg("start"))?;
         let port = self.port;
-        wait_until("Postfix's smtpd to greet", Duration::from_secs(20), || {
-            Ok(super::smtp::greets(port).then_some(()))
+        poll_for("Postfix's smtpd to greet", Duration::from_secs(20), || {
+            Ok(crate::smtp_client::greets(port).then_some(()))
         })
     }
 
@@ -183,12 +179,15 @@ impl Postfix {
         if !self.started {
             return Ok(());
         }
-        sys::begin_cleanup();
         self.started = false;
         // Fails if the master never started; what is left is what counts.
-        let stop = run(self.postfix_cmd().arg("stop"), b"", TIMEOUT)?;
+        let stop = self
+            .postfix_cmd()
+            .arg("stop")
+            .try_run()
+            .map_err(anyhow::Error::msg)?;
         let within = Duration::from_secs(10);
-        if wait_until("Postfix to stop", within, || {
+        if poll_for("Postfix to stop", within, || {
             Ok(self.processes()?.is_empty().then_some(()))
         })
         .is_ok()
@@ -198,15 +197,14 @@ impl Postfix {
         // Still there: abort (the master kills its children at once), then
         // kill what is left by pid. These are this instance's processes
         // (MAIL_CONFIG names its configuration), which this run started.
-        let _ = run(self.postfix_cmd().arg("abort"), b"", TIMEOUT);
+        let _ = self.postfix_cmd().arg("abort").try_run();
         for pid in self.processes()? {
-            let _ = run(
-                Command::new("kill").args(["-KILL", &pid.to_string()]),
-                b"",
-                TIMEOUT,
-            );
+            let _ = Tool::program("kill")
+                .args(["-KILL", &pid.to_string()])
+                .timeout(TIMEOUT)
+                .try_run();
         }
-        let left = wait_until("Postfix to be killed", within, || {
+        let left = poll_for("Postfix to be killed", within, || {
             let left = self.processes()?;
             Ok(left.is_empty().then_some(()))
         });
@@ -214,7 +212,7 @@ impl Postfix {
             format!(
                 "postfix stop ({}: {}) left processes running",
                 stop.status,
-                stop.err()
+                crate::one_line(&stop.stderr_str())
             )
         })
     }
@@ -245,21 +243,23 @@ impl Postfix {
 
     /// Submits `message` (LF line ends) with Postfix's sendmail(1).
     pub fn sendmail(&self, sender: &str, rcpts: &[String], message: &[u8]) -> anyhow::Result<()> {
-        let mut cmd = Command::new(&self.sendmail);
         // -i: a line holding a single '.' is text, not the end of the
         // message (the test messages have one).
-        cmd.arg("-C")
-            .arg(&self.conf)
-            .args(["-i", "-f", sender, "--"])
-            .args(rcpts);
-        run_ok(&mut cmd, message, TIMEOUT)?;
+        run_ok(
+            Tool::program(&self.sendmail)
+                .arg("-C")
+                .arg(&self.conf)
+                .args(["-i", "-f", sender, "--"])
+                .args(rcpts)
+                .stdin(message),
+        )?;
         Ok(())
     }
 
     /// The messages in Postfix's queue (`postqueue -j`, one object each).
     pub fn queue(&self) -> anyhow::Result<Vec<Value>> {
-        let done = run_ok(self.postqueue_cmd().arg("-j"), b"", TIMEOUT)?;
-        done.out()
+        let done = run_ok(self.postqueue_cmd().arg("-j"))?;
+        done.stdout_str()
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).with_context(|| format!("postqueue -j printed {l:?}")))
@@ -267,8 +267,8 @@ impl Postfix {
     }
 
     /// `postqueue -f`: attempt every queued message now.
-    pub fn flush(&self) -> anyhow::Result<Finished> {
-        run_ok(self.postqueue_cmd().arg("-f"), b"", TIMEOUT)
+    pub fn flush(&self) -> anyhow::Result<Out> {
+        run_ok(self.postqueue_cmd().arg("-f"))
     }
 
     /// The whole log so far ("" if postlogd has not written it yet).
@@ -280,25 +280,206 @@ impl Postfix {
         }
     }
 
-    fn postfix_cmd(&self) -> Command {
-        let mut cmd = Command::new(&self.postfix);
-        cmd.arg("-c").arg(&self.conf);
-        cmd
+    fn postfix_cmd(&self) -> Tool {
+        Tool::program(&self.postfix)
+            .arg("-c")
+            .arg(&self.conf)
+            .timeout(TIMEOUT)
     }
 
-    fn postqueue_cmd(&self) -> Command {
-        let mut cmd = Command::new(&self.postqueue);
-        cmd.arg("-c").arg(&self.conf);
-        cmd
+    fn postqueue_cmd(&self) -> Tool {
+        Tool::program(&self.postqueue)
+            .arg("-c")
+            .arg(&self.conf)
+            .timeout(TIMEOUT)
     }
 }
 
 impl Drop for Postfix {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            eprintln!("e2e: warning: cannot stop the private Postfix: {e:#}");
+            eprintln!("warning: cannot stop the private Postfix: {e:#}");
         }
     }
+}
+
+/// The file in an instance's directory that names the process that made
+/// it: an instance whose maker is gone was left by a killed run.
+const OWNER: &str = "owner.pid";
+
+/// Stops the private instances that killed runs left behind (a Ctrl-C ends
+/// a test process before its guards run, and Postfix is a daemon in its own
+/// session): every live process whose `MAIL_CONFIG` names a configuration
+/// directory next to an [`OWNER`] file whose process is gone. The system's
+/// own Postfix has no such file and is never touched. The directories are
+/// left for a look.
+fn stop_orphans() -> anyhow::Result<()> {
+    let mut orphans = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let entry = entry.context("cannot list /proc")?;
+        // Gone meanwhile, or not readable: not ours.
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Some(conf) = env
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"MAIL_CONFIG="))
+        else {
+            continue;
+        };
+        let conf =
+            PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(conf));
+        let Some(owner) = conf
+            .parent()
+            .and_then(|base| std::fs::read_to_string(base.join(OWNER)).ok())
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(owner.to_string()).exists() {
+            orphans.insert((conf, owner));
+        }
+    }
+    for (conf, owner) in orphans {
+        let base = conf.parent().unwrap_or(&conf).to_path_buf();
+        let mut left = Postfix {
+            log: base.join("maillog"),
+            conf: conf.clone(),
+            port: 0,
+            version: String::new(),
+            postfix: program("postfix")?,
+            postqueue: program("postqueue")?,
+            sendmail: program("sendmail")?,
+            started: true,
+        };
+        left.stop()
+            .with_context(|| format!("cannot stop the Postfix of {}", conf.display()))?;
+        eprintln!(
+            "warning: stopped a private Postfix that a killed run (pid {owner}) left running: {}",
+            conf.display()
+        );
+    }
+    Ok(())
+}
+
+/// The pipe's system user and its group, made if missing and removed when
+/// dropped if they were made here (on a failure too): a second run, or a run
+/// after a killed one, finds either nothing or what it can reuse.
+#[derive(Debug)]
+pub struct PipeAccount {
+    pub user: String,
+    pub group: String,
+    pub uid: u32,
+    pub gid: u32,
+    made_user: bool,
+    made_group: bool,
+}
+
+impl PipeAccount {
+    /// Makes sure `user` and `group` exist (a system user with no home and
+    /// no login shell, as a package would make it). Needs root.
+    pub fn ensure(user: &str, group: &str) -> anyhow::Result<PipeAccount> {
+        // One account change at a time in this process: useradd and
+        // groupadd lock /etc/passwd and /etc/group, and give up when busy.
+        let _one = crate::accounts_lock();
+        let mut made_group = false;
+        let gid = match crate::lookup_id("group", group).map_err(anyhow::Error::msg)? {
+            Some(gid) => gid,
+            None => {
+                run_ok(Tool::program("groupadd").args(["--system", group]))?;
+                made_group = true;
+                crate::lookup_id("group", group)
+                    .map_err(anyhow::Error::msg)?
+                    .with_context(|| format!("groupadd made no group {group}"))?
+            }
+        };
+        // Built before useradd so that a failure there still removes the group.
+        let mut account = PipeAccount {
+            user: user.to_string(),
+            group: group.to_string(),
+            uid: 0,
+            gid,
+            made_user: false,
+            made_group,
+        };
+        account.uid = match crate::lookup_id("passwd", user).map_err(anyhow::Error::msg)? {
+            Some(uid) => uid,
+            None => {
+                run_ok(Tool::program("useradd").args([
+                    "--system",
+                    "--gid",
+                    group,
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    user,
+                ]))?;
+                account.made_user = true;
+                crate::lookup_id("passwd", user)
+                    .map_err(anyhow::Error::msg)?
+                    .with_context(|| format!("useradd made no user {user}"))?
+            }
+        };
+        Ok(account)
+    }
+
+    /// Removes the user and group at the end even if they were there
+    /// before: for names only a test uses, which a killed earlier run (its
+    /// guard never ran) may have left.
+    pub fn owned(mut self) -> PipeAccount {
+        self.made_user = true;
+        self.made_group = true;
+        self
+    }
+
+    /// Removes the user and group if they were made here.
+    pub fn remove(&mut self) -> anyhow::Result<()> {
+        let _one = crate::accounts_lock();
+        if self.made_user {
+            run_ok(Tool::program("userdel").arg(&self.user))?;
+            self.made_user = false;
+        }
+        if self.made_group {
+            run_ok(Tool::program("groupdel").arg(&self.group))?;
+            self.made_group = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PipeAccount {
+    fn drop(&mut self) {
+        // The normal path calls remove() itself, so that a failure there
+        // is the caller's error; this is the path of a failure elsewhere.
+        if let Err(e) = self.remove() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// `tool` under [`TIMEOUT`]; an error unless it exits 0.
+fn run_ok(tool: Tool) -> anyhow::Result<Out> {
+    tool.timeout(TIMEOUT).run_ok().map_err(anyhow::Error::msg)
+}
+
+/// A program of Postfix's, from `/usr/sbin` (where Debian puts them, and
+/// which is not in a non-root `$PATH`) or else from `$PATH`.
+pub fn program(name: &str) -> anyhow::Result<PathBuf> {
+    let mut candidates = vec![Path::new("/usr/sbin").join(name)];
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{name} is not installed (not in /usr/sbin nor in $PATH): install Debian's \
+                 postfix package (apt-get install postfix; cargo xtask test does it as root)"
+            )
+        })
 }
 
 /// main.cf of the instance: (parameter, value, why it is set).

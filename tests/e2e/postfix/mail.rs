@@ -141,7 +141,7 @@ impl TestMessage {
         if rest != want.as_slice() {
             return Err(format!(
                 "after Return-Path: and Received:, it differs from what was sent: {}",
-                first_difference(rest, &want)
+                mm_e2e::first_difference(rest, &want)
             ));
         }
         Ok(())
@@ -193,63 +193,6 @@ pub fn deferred(domain: &str) -> TestMessage {
     )
 }
 
-/// The Message-ID of `message` (LF line ends), without angle brackets.
-pub fn message_id(message: &[u8]) -> Option<String> {
-    message
-        .split(|&b| b == b'\n')
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let text = String::from_utf8_lossy(l);
-            let (name, value) = text.split_once(':')?;
-            name.eq_ignore_ascii_case("Message-ID").then(|| {
-                value
-                    .trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_string()
-            })
-        })
-}
-
-/// Where `got` first differs from `want`: the line number and both lines.
-pub fn first_difference(got: &[u8], want: &[u8]) -> String {
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    let line_no = got[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_of = |data: &[u8]| {
-        let start = data[..at.min(data.len())]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let end = data[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(data.len(), |p| start + p + 1);
-        let shown = String::from_utf8_lossy(&data[start..end])
-            .escape_debug()
-            .to_string();
-        if shown.len() > 160 {
-            format!(
-                "{}... ({} bytes)",
-                &shown[..shown.floor_char_boundary(160)],
-                end - start
-            )
-        } else {
-            shown
-        }
-    };
-    format!(
-        "byte {at} (line {line_no}; {} bytes received, {} sent): got \"{}\", want \"{}\"",
-        got.len(),
-        want.len(),
-        line_of(got),
-        line_of(want)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,7 +225,7 @@ mod tests {
     #[test]
     fn finds_the_message_id() {
         assert_eq!(
-            message_id(&sample().lf()).as_deref(),
+            mm_e2e::message_id(&sample().lf()).as_deref(),
             Some("t@mm-e2e.example")
         );
     }

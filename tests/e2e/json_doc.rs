@@ -163,3 +163,67 @@ fn docs_json_md_lists_exactly_the_fields_the_tools_print() {
     );
     agree("mm-flush", &flush, &table(&doc, "mm-flush, mm-hold"));
 }
+
+/// `mm-showq --runners --json`: a runner whose stage hangs, with an entry in
+/// its hands, and a dead record (a runner killed with SIGKILL).
+#[test]
+fn docs_json_md_lists_exactly_the_fields_of_showq_runners() {
+    let doc = documented();
+    let s = mm_e2e::TestSpool::new();
+    for q in ["in", "out"] {
+        Tool::new("mm-enqueue")
+            .spool(&s)
+            .args(["-q", q, "-f", "a@example.org", "b@example.org"])
+            .stdin(&b"Subject: x\n\nx\n"[..])
+            .run()
+            .assert_ok();
+    }
+    let spawn = |q: &str| {
+        Tool::new("mm-runq")
+            .spool(&s)
+            .args(["-q", q, "--exec", "sleep 1000", "--discard"])
+            .args(["--stop-timeout", "1s"])
+            .spawn()
+    };
+    let mut live = spawn("in");
+    let mut dead = spawn("out");
+    let mut rows = Vec::new();
+    mm_e2e::poll_until(
+        "both runners with an entry in hand",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = Tool::new("mm-showq")
+                .spool(&s)
+                .args(["--runners", "--json"])
+                .run();
+            rows = out.json_lines();
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r["in_hand"].as_array().is_some_and(|h| h.len() == 1))
+        },
+    );
+    dead.kill();
+    let out = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--runners", "--json"])
+        .run();
+    out.assert_ok();
+    let rows = out.json_lines();
+    assert!(
+        rows.iter().any(|r| r["state"] == "dead") && rows.iter().any(|r| r["state"] == "alive"),
+        "{rows:#?}"
+    );
+    agree(
+        "mm-showq --runners",
+        &rows,
+        &table(&doc, "mm-showq --runners --json"),
+    );
+    let in_hand: Vec<Value> = rows
+        .iter()
+        .flat_map(|r| r["in_hand"].as_array().cloned().unwrap_or_default())
+        .collect();
+    agree("in_hand[]", &in_hand, &table(&doc, "InHand"));
+    live.signal("TERM");
+    live.wait_within(std::time::Duration::from_secs(20));
+}

@@ -45,6 +45,8 @@ mod admin;
 mod maillog;
 // mm-runq --dsn: bounce records as RFC 3464 reports, read by Python's email package.
 mod dsn;
+// Watching the queue: showq --metrics through promtool, runq --metrics-file, stalled runners.
+mod watch;
 // docs/json.md against the tools' JSON, field by field.
 mod json_doc;
 // mm behind a real, private Postfix: pipe(8) into mm-enqueue, mm-runq to smtp-sink, the exit-75 defer path.

@@ -74,6 +74,12 @@ const NEEDS: &[Need] = &[
         why: "Python's email package, the MIME parser that reads the DSNs (tests/e2e/dsn.rs)",
     },
     Need {
+        program: "promtool",
+        package: "prometheus",
+        always: true,
+        why: "Prometheus' own parser of the metrics (`promtool check metrics`, tests/e2e/watch.rs)",
+    },
+    Need {
         program: "groff",
         package: "groff-base",
         always: false,

@@ -287,14 +287,19 @@ impl Registration {
         self.check_record()
     }
 
-    /// Removes the record (only if it is still ours); call only when no claim
-    /// carries the token any more, or when fenced (its claims are then
-    /// anybody's to take back).
+    /// Removes the record (only if it is still ours) and its progress file
+    /// (progress.rs); call only when no claim carries the token any more, or
+    /// when fenced (its claims are then anybody's to take back).
     pub fn unregister(&self) {
         if let Ok(m) = fs::symlink_metadata(&self.path)
             && (m.dev(), m.ino()) == self.ident
         {
             let _ = fs::remove_file(&self.path);
+        }
+        if let Some(dir) = self.path.parent() {
+            let progress = dir.join(format!("{}.progress", self.token()));
+            let _ = fs::remove_file(&progress);
+            let _ = fs::remove_file(progress.with_extension("progress.tmp"));
         }
     }
 }
@@ -314,6 +319,13 @@ fn server_now(dir: &Path) -> Option<SystemTime> {
         .ok()?;
     fsx::touch_now(&f).ok()?;
     f.metadata().and_then(|m| m.modified()).ok()
+}
+
+/// Reads the runner record `token`, without judging whether it is alive;
+/// `None` if it is gone or does not decode.
+pub fn read_record(spool: &Spool, token: &str) -> Option<Holder> {
+    let f = fsx::open_nofollow(&spool.root().join(".runners").join(token)).ok()?;
+    serde_json::from_reader(std::io::BufReader::new(f)).ok()
 }
 
 /// Decides whether the holder whose token is `token` is alive. `lease` is

@@ -26,6 +26,7 @@
 //!   moves of a claimed entry; [`recover`]: dead runners' claims;
 //! * [`runner`], [`pipeline`], [`retry`], [`delivery`]: processing;
 //! * [`report`], [`select`]: what the inspection tools print and choose;
+//!   [`progress`]: what each runner is doing; [`metrics`]: the Prometheus text format;
 //! * [`admin`] and its operations ([`flush`], [`hold`], [`delete`]): what the admin tools change;
 //! * [`fsx`], [`clock`], [`error`], [`syslog`]: general helpers that know nothing of mail.
 
@@ -52,7 +53,9 @@ pub mod flush;
 pub mod fsx;
 pub mod hold;
 pub mod id;
+pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod recover;
 pub mod report;
 pub mod retry;

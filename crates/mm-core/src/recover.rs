@@ -302,6 +302,7 @@ pub fn prune_records(
         if matches!(claim::liveness(spool, &token, lease), Liveness::Dead(_))
             && std::fs::remove_file(de.path()).is_ok()
         {
+            crate::progress::remove(spool, &token);
             removed.push(token);
         }
     }

@@ -113,6 +113,9 @@ pub struct RunnerConfig {
     /// Turn bounce records into delivery status notifications to their
     /// senders before delivering (`--dsn`, on the bounces queue; dsn.rs).
     pub dsn: bool,
+    /// Write the runner's counters here in the Prometheus text format
+    /// after each pass (`--metrics-file`, metrics.rs), atomically.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Signals the runner watches.
@@ -447,6 +450,10 @@ struct Shared {
     dest_seen: Mutex<Option<(Instant, Option<destination::State>)>>,
     /// Removes finished entries.
     finisher: Finisher,
+    /// What the runner is doing, for `.runners/TOKEN.progress` (progress.rs).
+    progress: crate::progress::Tracker,
+    /// Transactions, bytes and replies, for `--metrics-file`.
+    counters: Mutex<crate::metrics::RunCounters>,
 }
 
 impl Shared {
@@ -500,10 +507,73 @@ impl Shared {
         }
     }
 
+    /// Writes the progress file if it is due (progress.rs); a failure is
+    /// said once, until a write succeeds again.
+    fn write_progress(&self, force: bool, told: &mut bool) {
+        let me = self.me();
+        if me.fenced().is_some() {
+            return;
+        }
+        match self.progress.flush(&self.spool, me.token(), force) {
+            Ok(()) => *told = false,
+            Err(e) if !*told => {
+                *told = true;
+                self.log.line(&format!(
+                    "{} cannot write its progress: {e}",
+                    self.cfg.queue
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Writes `--metrics-file`, if asked for, with the run's totals.
+    fn write_metrics(&self, totals: &Stats) {
+        let Some(path) = &self.cfg.metrics_file else {
+            return;
+        };
+        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let text = crate::metrics::runner_metrics(
+            self.cfg.queue.as_str(),
+            self.cfg.slice,
+            totals,
+            &counters,
+        );
+        if let Err(e) = crate::metrics::write_file(path, &text) {
+            self.log.line(&format!(
+                "{} cannot write --metrics-file: {e}",
+                self.cfg.queue
+            ));
+        }
+    }
+
     fn me(&self) -> Arc<Registration> {
         match self.me.read() {
             Ok(me) => Arc::clone(&me),
             Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// A pass ended: counted, the progress file and `--metrics-file`
+    /// written (after a pass that took entries at once, after an idle look
+    /// at most every [`crate::progress::HEARTBEAT`]).
+    fn pass_ended(
+        &self,
+        started: Instant,
+        totals: &Stats,
+        took: bool,
+        metrics_written: &mut Option<Instant>,
+    ) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.pass(started.elapsed(), clock::now_secs());
+        }
+        self.progress.pass_ended(took);
+        if took {
+            self.write_progress(true, &mut false);
+        }
+        if took || metrics_written.is_none_or(|at| at.elapsed() >= crate::progress::HEARTBEAT) {
+            self.write_metrics(totals);
+            *metrics_written = Some(Instant::now());
         }
     }
 
@@ -686,6 +756,10 @@ pub fn run(
     write_lock_owner(&lock, &lock_path);
 
     let me = Registration::register(spool, &what(cfg), cfg.lease)?;
+    let progress = crate::progress::Tracker::new(me.token(), &cfg.queue, cfg.slice);
+    if let Err(e) = progress.flush(spool, me.token(), true) {
+        log.line(&format!("{} cannot write its progress: {e}", cfg.queue));
+    }
     log.event(&Event::Start(&format!(
         "{} started: token {}, pid {}",
         what(cfg),
@@ -710,6 +784,8 @@ pub fn run(
         destinations: destination::Destinations::open(spool)?,
         dest_seen: Mutex::new(None),
         finisher: Finisher::start(Arc::clone(&log), cfg.connections),
+        progress,
+        counters: Mutex::new(crate::metrics::RunCounters::default()),
     });
     // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
     // once (a sleeping loop would hold up the exit of a short cron run).
@@ -730,10 +806,27 @@ pub fn run(
         })
     };
 
+    // Writes the progress file at most once a second while it changes
+    // (progress.rs); dropping `progress_stop` ends it at once.
+    let (progress_stop, progress_stopped) = std::sync::mpsc::channel::<()>();
+    let progress_writer = {
+        let sh = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut told = false;
+            while let Err(RecvTimeoutError::Timeout) =
+                progress_stopped.recv_timeout(Duration::from_secs(1))
+            {
+                sh.write_progress(false, &mut told);
+            }
+        })
+    };
+
     // Take back what dead runners left in our slice before anything else.
     let result = recover_own_slice(&shared).and_then(|()| run_passes(&shared));
     shared.finisher.close();
     drop(renewer_stop);
+    drop(progress_stop);
+    let _ = progress_writer.join();
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => {
@@ -953,6 +1046,8 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
         .unwrap_or_default();
     let mut done_so_far = 0u64;
     let mut idle_backoff = cfg.poll;
+    // When `--metrics-file` was last written.
+    let mut metrics_written: Option<Instant> = None;
     let result = loop {
         if sh.signals.stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -963,11 +1058,13 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
             break Err(e);
         }
         let now = clock::now_secs();
+        let pass_started = Instant::now();
         let (batch, total_due) = match due_entries(&sh.queue, cfg.slice, now, cfg.batch) {
             Ok(b) => b,
             Err(e) => break Err(e),
         };
         if batch.is_empty() {
+            sh.pass_ended(pass_started, &totals, false, &mut metrics_written);
             match cfg.mode {
                 Mode::Once | Mode::UntilEmpty => break Ok(()),
                 Mode::Service => {
@@ -984,6 +1081,7 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
         let p = std::mem::take(&mut *sh.pass.lock().map_err(|_| poisoned())?);
         done_so_far += p.entries();
         totals.add(&p);
+        sh.pass_ended(pass_started, &totals, true, &mut metrics_written);
         if forced {
             // The stuck workers are left behind; their entries are back in the queue.
             totals.abandoned = true;
@@ -1155,6 +1253,7 @@ fn worker(sh: &Shared, slot: &SlotRef) {
             st.errors += 1;
             failed(sh, slot, &name, &e);
         }
+        sh.progress.done(name.id);
         if let Ok(mut s) = slot.lock() {
             s.current = None;
             s.unsaved = false;
@@ -1427,6 +1526,7 @@ fn take(
         Claimed::Entry(c) => *c,
     };
     crate::crashpoint::here("runner-after-claim");
+    sh.progress.took(c.id());
     if let Ok(mut s) = slot.lock() {
         s.current = Some(Held {
             queue: sh.queue.clone(),
@@ -1475,6 +1575,7 @@ fn run_stages(sh: &Shared, me: &Registration, slot: &SlotRef, c: &mut Claim) -> 
                 // file put back costs a rerun of the stage, never a copy,
                 // and is better than a claim stranded under a live runner.
                 c.entry.meta.stage += 1;
+                sh.progress.advanced(None);
                 if (c.entry.meta.stage as usize) < stages.len() {
                     durably(
                         sh,
@@ -1560,6 +1661,11 @@ fn deliver(
     let mut record = |results: &[RcptResult]| -> Result<()> {
         seen += results.len();
         outcomes.extend_from_slice(results);
+        if let Ok(mut counters) = sh.counters.lock() {
+            counters.transaction(results, message.len());
+        }
+        sh.progress
+            .advanced(results.last().map(|r| r.reply.as_str()));
         apply(&mut c.entry, results, &mut summary);
         mark_unsaved(slot);
         // The last transaction's outcome is written by the disposal.

@@ -199,6 +199,12 @@ pub struct Cli {
     /// `journalctl -p err` finds the errors.
     #[arg(long)]
     pub syslog: bool,
+    /// Write the runner's counters (recipients by outcome, transactions,
+    /// bytes, replies by class, passes and their duration) to FILE in the
+    /// Prometheus text format after each pass, atomically (a temporary file
+    /// beside it, then a rename): for node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// List the entries a run would take now (due, in this slice, oldest
     /// first) and exit; nothing is claimed or changed.
     #[arg(long)]
@@ -407,6 +413,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         floor: mm_core::fsx::Floor::default(),
         write_retry: cli.write_retry,
         dsn: cli.dsn,
+        metrics_file: cli.metrics_file.clone(),
     };
     let spool = cli.spool.open()?;
     if cli.dry_run {

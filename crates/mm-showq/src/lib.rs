@@ -43,6 +43,19 @@ pub const EXAMPLES: &[mm_core::cli::Example] = &[
         what: "Watch a backlog drain:",
         lines: &["watch -n 10 mm-showq"],
     },
+    mm_core::cli::Example {
+        what: "Metrics for node_exporter's textfile collector, from *cron*(8) every minute \
+               (written to a temporary name, then renamed):",
+        lines: &[
+            "* * * * *  mm  mm-showq --metrics > /var/lib/node_exporter/mm.prom.$$ && \\",
+            "    mv /var/lib/node_exporter/mm.prom.$$ /var/lib/node_exporter/mm.prom",
+        ],
+    },
+    mm_core::cli::Example {
+        what: "Each runner: alive, stalled (due entries waiting, no progress for 10 \
+               minutes) or dead, with what it holds and its last reply:",
+        lines: &["mm-showq --runners --stalled-after 10m"],
+    },
 ];
 
 /// Exit statuses and what each means for this tool, in `--help` and in the
@@ -98,8 +111,25 @@ pub struct Cli {
     #[arg(long)]
     pub bytes: bool,
     /// JSON Lines output (schema in docs/json.md).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metrics")]
     pub json: bool,
+    /// Metrics in the Prometheus text format, for node_exporter's textfile
+    /// collector: per queue and state the entries, bytes and oldest age; how
+    /// late the oldest due entry is; dead runners' claims; quarantined
+    /// entries by reason class; runners per queue, slice and state. Every
+    /// series is there, 0 when empty (see operations.md, "Watching the queue").
+    #[arg(long, conflicts_with_all = ["by", "runners", "bytes"])]
+    pub metrics: bool,
+    /// The runners: each runner record with its queue and slice, whether it
+    /// is alive, stalled or dead, the entries in its hands and since when,
+    /// its last progress, its last pass and its last reply.
+    #[arg(long, conflicts_with_all = ["by", "bytes"])]
+    pub runners: bool,
+    /// A live runner is stalled when due entries are waiting (in its queue
+    /// and slice, or in its hands) and it made no progress and ended no
+    /// pass for longer than this (--runners, --metrics).
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = mm_core::cli::parse_duration)]
+    pub stalled_after: std::time::Duration,
     // Last: clap puts every flag after it under the selection heading.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -120,7 +150,39 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
             .map(|q| spool.existing_queue(q))
             .collect::<Result<Vec<_>, _>>()?
     };
-    if let Some(by) = cli.by {
+    if cli.metrics || cli.runners {
+        if sel != mm_core::select::Selector::default() {
+            return Err(anyhow::Error::new(mm_core::Error::new(
+                mm_core::ErrorKind::Usage,
+                "--metrics and --runners take no selection flags: they show whole queues",
+            )));
+        }
+        let named = if cli.queues.is_empty() {
+            Vec::new()
+        } else {
+            queues
+        };
+        if cli.metrics {
+            let text = mm_core::metrics::spool_metrics(&spool, &named, now, cli.stalled_after)?;
+            out.write_all(text.as_bytes())?;
+        } else {
+            let mut rows = mm_core::progress::runners(&spool, now, cli.stalled_after)?;
+            if !named.is_empty() {
+                rows.retain(|r| {
+                    r.queue
+                        .as_deref()
+                        .is_some_and(|q| named.iter().any(|n| n.name().as_str() == q))
+                });
+            }
+            if cli.json {
+                for r in &rows {
+                    mm_core::cli::json_line(&mut out, r)?;
+                }
+            } else {
+                print_runners(&mut out, &rows)?;
+            }
+        }
+    } else if let Some(by) = cli.by {
         let rows = shape(&queues, &sel, by, now)?;
         print_shape(&mut out, by, &rows, cli.json)?;
     } else if cli.queues.is_empty() {
@@ -161,6 +223,62 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     }
     out.flush()?;
     Ok(0)
+}
+
+fn print_runners(
+    out: &mut impl Write,
+    rows: &[mm_core::progress::RunnerView],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:<7} {:<8} {:<12} {:<24} {:>7} {:>7} {:>12}",
+        "QUEUE", "SLICE", "STATE", "TOKEN", "HOST:PID", "IN-HAND", "DUE", "NO-PROGRESS"
+    )?;
+    for r in rows {
+        let who = match (&r.host, r.pid) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            _ => "?".into(),
+        };
+        let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+        writeln!(
+            out,
+            "{:<12} {:<7} {:<8} {:<12} {:<24} {:>7} {:>7} {:>12}",
+            r.queue.as_deref().unwrap_or("-"),
+            r.slice.as_deref().unwrap_or("-"),
+            r.state.as_str(),
+            r.token,
+            who,
+            r.in_hand.len(),
+            count(r.due),
+            r.idle_secs.map_or("-".to_string(), short_age),
+        )?;
+        if r.queue.is_none()
+            && let Some(w) = &r.what
+        {
+            writeln!(out, "{:<12} {w}", "")?;
+        }
+        if let Some(why) = &r.dead_because {
+            writeln!(out, "{:<12} dead: {why}", "")?;
+        }
+        for h in &r.in_hand {
+            writeln!(
+                out,
+                "{:<12} holds {} for {}",
+                "",
+                h.id,
+                short_age(h.for_secs)
+            )?;
+        }
+        if let Some(reply) = &r.last_reply {
+            writeln!(
+                out,
+                "{:<12} last reply: {}",
+                "",
+                mm_core::cli::one_line(reply)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn print_shape(

@@ -208,6 +208,12 @@ fn promtool_accepts_the_metrics_of_a_spool_in_every_state_and_every_series_is_th
         "the crashed entry is not in bad/"
     );
 
+    // Read-only: neither --metrics nor --runners changes anything.
+    let before = s.snapshot();
+    metrics(&s, "5m", "read-only");
+    runners(&s, "5m");
+    before.assert_same(&s.snapshot(), "mm-showq --metrics, --runners");
+
     // Shunted by a stage (exit 3).
     enqueue(&s, "in", &["c@example.com"], b"Subject: three\n\nthird\n");
     runq(&s)
@@ -466,4 +472,39 @@ fn the_metrics_file_of_a_run_is_valid_and_its_counters_match_what_the_server_rec
     assert_eq!(name.state, State::Queued);
     assert!(name.due.is_some());
     assert_eq!(entries_in(&s, "bounces").len(), 1);
+}
+
+#[test]
+fn bad_metrics_and_runners_arguments_are_one_line_and_their_exit_status() {
+    let s = TestSpool::new();
+    let out = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--metrics", "--older-than", "1h"])
+        .run();
+    out.assert_code(64);
+    assert!(out.stderr_one_line().contains("selection"), "{out}");
+    let out = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--metrics", "--runners"])
+        .run();
+    out.assert_code(64);
+    let out = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--runners", "--stalled-after", "soon"])
+        .run();
+    out.assert_code(64);
+    out.stderr_one_line();
+    // A metrics file in a directory that is not there: said at once (78),
+    // before anything is claimed.
+    let id = enqueue(&s, "out", &["a@example.com"], b"Subject: x\n\nx\n");
+    let out = runq(&s)
+        .args(["--once", "--discard", "--metrics-file"])
+        .arg(s.tmp().join("no/such/dir/mm.prom"))
+        .run();
+    out.assert_code(78);
+    assert!(out.stderr_one_line().contains("--metrics-file"), "{out}");
+    assert_eq!(
+        only_entry_in(&s, "out"),
+        s.queue("out").path(&mm_core::FileName::queued(id))
+    );
 }

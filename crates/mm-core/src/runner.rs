@@ -454,6 +454,11 @@ struct Shared {
     progress: crate::progress::Tracker,
     /// Transactions, bytes and replies, for `--metrics-file`.
     counters: Mutex<crate::metrics::RunCounters>,
+    /// The totals of the passes ended, for `--metrics-file`.
+    totals: Mutex<Stats>,
+    /// When `--metrics-file` was last written, and whether a failure to
+    /// write it was said (once, until a write succeeds).
+    metrics_written: Mutex<(Option<Instant>, bool)>,
 }
 
 impl Shared {
@@ -527,43 +532,55 @@ impl Shared {
         }
     }
 
-    /// Writes `--metrics-file`, if asked for, with the run's totals.
-    fn write_metrics(&self, totals: &Stats) {
+    /// Writes `--metrics-file`, if asked for: the totals of the passes
+    /// ended and what the current one did so far. Unless `now`, only when
+    /// the last write is a [`crate::progress::HEARTBEAT`] old (or none).
+    fn write_metrics(&self, now: bool) {
         let Some(path) = &self.cfg.metrics_file else {
             return;
         };
+        let Ok(mut written) = self.metrics_written.lock() else {
+            return;
+        };
+        if !now
+            && written
+                .0
+                .is_some_and(|at| at.elapsed() < crate::progress::HEARTBEAT)
+        {
+            return;
+        }
+        // The pass's lock first, as where a pass's counts move into the
+        // totals: the counters never seem to go down.
+        let mut totals = Stats::default();
+        if let Ok(p) = self.pass.lock() {
+            totals = self.totals.lock().map(|t| t.clone()).unwrap_or_default();
+            totals.add(&p);
+        }
         let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
         let text = crate::metrics::runner_metrics(
             self.cfg.queue.as_str(),
             self.cfg.slice,
-            totals,
+            &totals,
             &counters,
         );
-        if let Err(e) = crate::metrics::write_file(path, &text) {
-            self.log.line(&format!(
-                "{} cannot write --metrics-file: {e}",
-                self.cfg.queue
-            ));
-        }
-    }
-
-    fn me(&self) -> Arc<Registration> {
-        match self.me.read() {
-            Ok(me) => Arc::clone(&me),
-            Err(p) => Arc::clone(&p.into_inner()),
+        written.0 = Some(Instant::now());
+        match crate::metrics::write_file(path, &text) {
+            Ok(()) => written.1 = false,
+            Err(e) if !written.1 => {
+                written.1 = true;
+                self.log.line(&format!(
+                    "{} cannot write --metrics-file: {e}",
+                    self.cfg.queue
+                ));
+            }
+            Err(_) => {}
         }
     }
 
     /// A pass ended: counted, the progress file and `--metrics-file`
     /// written (after a pass that took entries at once, after an idle look
     /// at most every [`crate::progress::HEARTBEAT`]).
-    fn pass_ended(
-        &self,
-        started: Instant,
-        totals: &Stats,
-        took: bool,
-        metrics_written: &mut Option<Instant>,
-    ) {
+    fn pass_ended(&self, started: Instant, took: bool) {
         if let Ok(mut c) = self.counters.lock() {
             c.pass(started.elapsed(), clock::now_secs());
         }
@@ -571,9 +588,13 @@ impl Shared {
         if took {
             self.write_progress(true, &mut false);
         }
-        if took || metrics_written.is_none_or(|at| at.elapsed() >= crate::progress::HEARTBEAT) {
-            self.write_metrics(totals);
-            *metrics_written = Some(Instant::now());
+        self.write_metrics(took);
+    }
+
+    fn me(&self) -> Arc<Registration> {
+        match self.me.read() {
+            Ok(me) => Arc::clone(&me),
+            Err(p) => Arc::clone(&p.into_inner()),
         }
     }
 
@@ -786,6 +807,8 @@ pub fn run(
         finisher: Finisher::start(Arc::clone(&log), cfg.connections),
         progress,
         counters: Mutex::new(crate::metrics::RunCounters::default()),
+        totals: Mutex::new(Stats::default()),
+        metrics_written: Mutex::new((None, false)),
     });
     // Renews the lease every quarter of it; dropping `renewer_stop` ends it at
     // once (a sleeping loop would hold up the exit of a short cron run).
@@ -817,6 +840,9 @@ pub fn run(
                 progress_stopped.recv_timeout(Duration::from_secs(1))
             {
                 sh.write_progress(false, &mut told);
+                // A long pass (a big backlog) shows in the metrics file
+                // while it runs, not only at its end.
+                sh.write_metrics(false);
             }
         })
     };
@@ -1042,12 +1068,16 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
     let mut totals = sh
         .pass
         .lock()
-        .map(|mut p| std::mem::take(&mut *p))
+        .map(|mut p| {
+            let t = std::mem::take(&mut *p);
+            if let Ok(mut shown) = sh.totals.lock() {
+                *shown = t.clone();
+            }
+            t
+        })
         .unwrap_or_default();
     let mut done_so_far = 0u64;
     let mut idle_backoff = cfg.poll;
-    // When `--metrics-file` was last written.
-    let mut metrics_written: Option<Instant> = None;
     let result = loop {
         if sh.signals.stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -1064,7 +1094,7 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
             Err(e) => break Err(e),
         };
         if batch.is_empty() {
-            sh.pass_ended(pass_started, &totals, false, &mut metrics_written);
+            sh.pass_ended(pass_started, false);
             match cfg.mode {
                 Mode::Once | Mode::UntilEmpty => break Ok(()),
                 Mode::Service => {
@@ -1078,10 +1108,17 @@ fn run_passes(sh: &Arc<Shared>) -> Result<Stats> {
         sh.work.lock().map_err(|_| poisoned())?.extend(batch);
         sh.wake.notify_all();
         let forced = wait_for_pass(sh, &slots, done_so_far, total_due);
-        let p = std::mem::take(&mut *sh.pass.lock().map_err(|_| poisoned())?);
+        let p = {
+            let mut pass = sh.pass.lock().map_err(|_| poisoned())?;
+            let p = std::mem::take(&mut *pass);
+            totals.add(&p);
+            if let Ok(mut t) = sh.totals.lock() {
+                *t = totals.clone();
+            }
+            p
+        };
         done_so_far += p.entries();
-        totals.add(&p);
-        sh.pass_ended(pass_started, &totals, true, &mut metrics_written);
+        sh.pass_ended(pass_started, true);
         if forced {
             // The stuck workers are left behind; their entries are back in the queue.
             totals.abandoned = true;

@@ -508,3 +508,44 @@ fn bad_metrics_and_runners_arguments_are_one_line_and_their_exit_status() {
         s.queue("out").path(&mm_core::FileName::queued(id))
     );
 }
+
+#[test]
+fn a_slice_nobody_runs_is_listed_as_none_and_has_its_series_at_zero() {
+    let s = TestSpool::new();
+    let mut r = runq(&s)
+        .args([
+            "-q",
+            "out",
+            "--slice",
+            "1/2",
+            "--discard",
+            "--poll",
+            "100ms",
+        ])
+        .spawn();
+    poll_until(
+        "the runner of out 1/2 to show in mm-showq --runners",
+        Duration::from_secs(20),
+        || runners(&s, "5m").iter().any(|r| r["slice"] == "1/2"),
+    );
+    let m = metrics(&s, "5m", "one slice of two run");
+    let series = |slice: &str, state: &str| {
+        format!("mm_runners{{queue=\"out\",slice=\"{slice}\",state=\"{state}\"}}")
+    };
+    assert_sample(&m, &series("1/2", "alive"), 1.0, "1/2 run");
+    assert_sample(&m, &series("2/2", "alive"), 0.0, "2/2 not run");
+    assert_sample(&m, &series("2/2", "dead"), 0.0, "2/2 not run");
+    assert_eq!(sample(&m, &series("1/1", "alive")), None, "{m}");
+    let text = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--runners"])
+        .run()
+        .stdout_str();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("out ") && l.contains(" 2/2 ") && l.contains(" none ")),
+        "{text}"
+    );
+    r.signal("TERM");
+    assert_eq!(r.wait_within(Duration::from_secs(20)).code(), Some(0));
+}

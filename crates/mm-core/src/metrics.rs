@@ -609,6 +609,12 @@ pub fn spool_metrics(
             }
         }
     }
+    // A slice of a slicing in use that nobody runs: its series, at 0.
+    for (q, s) in progress::missing_slices(&rows) {
+        if list.contains_key(&q) {
+            slices.entry((q, s)).or_insert([0; 3]);
+        }
+    }
     let mut runners = Family::new(
         "mm_runners",
         Kind::Gauge,

@@ -413,6 +413,40 @@ pub fn runners(spool: &Spool, now: u64, stalled_after: Duration) -> Result<Vec<R
     Ok(out)
 }
 
+/// The slices no live runner runs, per queue, among the slicings its runners
+/// use: with runners of `out` for 1/3 and 2/3 only, `out` 3/3. A queue whose
+/// runners run the whole queue (`1/1`) misses nothing; slicings of more
+/// than 256 slices are left out (they would be listed slice by slice).
+pub fn missing_slices(rows: &[RunnerView]) -> Vec<(String, String)> {
+    let mut run: BTreeMap<String, std::collections::BTreeSet<(u32, u32)>> = BTreeMap::new();
+    let mut slicings: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for r in rows {
+        let (Some(q), Some(slice)) = (&r.queue, &r.slice) else {
+            continue;
+        };
+        let Ok(slice) = slice.parse::<Slice>() else {
+            continue;
+        };
+        slicings.entry(q.clone()).or_default().insert(slice.n());
+        if r.state != RunnerState::Dead {
+            run.entry(q.clone())
+                .or_default()
+                .insert((slice.k(), slice.n()));
+        }
+    }
+    let mut out = Vec::new();
+    for (q, ns) in slicings {
+        for n in ns.into_iter().filter(|n| *n <= 256) {
+            for k in 1..=n {
+                if !run.get(&q).is_some_and(|s| s.contains(&(k, n))) {
+                    out.push((q.clone(), format!("{k}/{n}")));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Due entries of a queue's slice, from names alone; `None` if the names in
 /// the progress file are not a queue and a slice, or the queue cannot be read.
 fn due_in(spool: &Spool, queue: &str, slice: &str, now: u64) -> Option<u64> {
@@ -508,5 +542,44 @@ mod tests {
         assert_eq!(rows[0].state, RunnerState::Dead, "{rows:?}");
         assert!(rows[0].dead_because.is_some());
         assert_eq!(rows[0].pid, Some(std::process::id()));
+        // Its slice is now run by nobody.
+        assert_eq!(
+            missing_slices(&rows),
+            [("out".to_string(), "1/1".to_string())]
+        );
+    }
+
+    #[test]
+    fn missing_slices_are_those_of_a_slicing_no_live_runner_runs() {
+        let row = |q: &str, slice: &str, state| RunnerView {
+            schema: SCHEMA,
+            token: "t".into(),
+            queue: Some(q.into()),
+            slice: Some(slice.into()),
+            state,
+            host: None,
+            pid: None,
+            what: None,
+            since: None,
+            dead_because: None,
+            last_progress: None,
+            idle_secs: None,
+            last_pass: None,
+            passes: None,
+            due: None,
+            in_hand: Vec::new(),
+            last_reply: None,
+            updated: None,
+        };
+        let rows = [
+            row("out", "1/3", RunnerState::Alive),
+            row("out", "2/3", RunnerState::Stalled),
+            row("out", "3/3", RunnerState::Dead),
+            row("in", "1/1", RunnerState::Alive),
+        ];
+        assert_eq!(
+            missing_slices(&rows),
+            [("out".to_string(), "3/3".to_string())]
+        );
     }
 }

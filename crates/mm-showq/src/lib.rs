@@ -180,6 +180,12 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 }
             } else {
                 print_runners(&mut out, &rows)?;
+                for (q, s) in mm_core::progress::missing_slices(&rows) {
+                    writeln!(
+                        out,
+                        "{q:<12} {s:<7} none     (no live runner runs this slice)"
+                    )?;
+                }
             }
         }
     } else if let Some(by) = cli.by {

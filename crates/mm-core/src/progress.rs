@@ -550,6 +550,44 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_removes_dead_runners_progress_and_orphans_but_not_the_living() {
+        let (_d, spool) = spool();
+        let me = claim::Registration::register(&spool, "mm-recover", claim::DEFAULT_LEASE).unwrap();
+        let other =
+            claim::Registration::register(&spool, "mm-runq out 1/1", claim::DEFAULT_LEASE).unwrap();
+        let out = QueueName::new("out").unwrap();
+        for token in [me.token(), other.token(), "dddddddddddd"] {
+            Tracker::new(token, &out, Slice::ALL)
+                .flush(&spool, token, true)
+                .unwrap();
+        }
+        // A dead record (its lock free) that holds nothing, with progress.
+        let dead = "eeeeeeeeeeee";
+        let record = std::fs::read(spool.root().join(".runners").join(other.token())).unwrap();
+        std::fs::write(spool.root().join(".runners").join(dead), record).unwrap();
+        Tracker::new(dead, &out, Slice::ALL)
+            .flush(&spool, dead, true)
+            .unwrap();
+        let removed = crate::recover::prune_records(
+            &spool,
+            &me,
+            &std::collections::BTreeSet::new(),
+            claim::DEFAULT_LEASE,
+        );
+        assert_eq!(removed, [dead.to_string()]);
+        assert!(
+            read(&spool, dead).is_none(),
+            "the dead runner's progress stayed"
+        );
+        assert!(read(&spool, "dddddddddddd").is_none(), "the orphan stayed");
+        assert!(read(&spool, me.token()).is_some());
+        assert!(
+            read(&spool, other.token()).is_some(),
+            "a live runner's progress went"
+        );
+    }
+
+    #[test]
     fn missing_slices_are_those_of_a_slicing_no_live_runner_runs() {
         let row = |q: &str, slice: &str, state| RunnerView {
             schema: SCHEMA,

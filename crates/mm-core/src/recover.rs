@@ -296,6 +296,19 @@ pub fn prune_records(
         let Some(token) = de.file_name().to_str().map(str::to_string) else {
             continue;
         };
+        // A progress file whose record is gone (a runner killed between
+        // the two removals): nobody's, and shown by nothing.
+        if let Some(owner) = token
+            .strip_suffix(".progress")
+            .or_else(|| token.strip_suffix(".progress.tmp"))
+            && crate::id::is_token(owner.as_bytes())
+            && owner != me.token()
+            && !live.contains(owner)
+            && std::fs::symlink_metadata(dir.join(owner)).is_err()
+        {
+            let _ = std::fs::remove_file(de.path());
+            continue;
+        }
         if token == me.token() || live.contains(&token) || !crate::id::is_token(token.as_bytes()) {
             continue;
         }

@@ -510,9 +510,13 @@ fn bad_metrics_and_runners_arguments_are_one_line_and_their_exit_status() {
 }
 
 #[test]
-fn a_slice_nobody_runs_is_listed_as_none_and_has_its_series_at_zero() {
+fn a_slice_nobody_runs_is_listed_as_none_and_a_hostile_host_name_is_escaped() {
     let s = TestSpool::new();
+    // A host name with a quote, a backslash and a newline: escaped in the
+    // label, as promtool checks.
+    let host = "we\"ird\\host\nname";
     let mut r = runq(&s)
+        .env("MM_HOST", host)
         .args([
             "-q",
             "out",
@@ -523,12 +527,27 @@ fn a_slice_nobody_runs_is_listed_as_none_and_has_its_series_at_zero() {
             "100ms",
         ])
         .spawn();
+    let showq = |args: &[&str]| {
+        let out = Tool::new("mm-showq")
+            .spool(&s)
+            .env("MM_HOST", host)
+            .args(args)
+            .run();
+        out.assert_ok();
+        out
+    };
     poll_until(
         "the runner of out 1/2 to show in mm-showq --runners",
         Duration::from_secs(20),
-        || runners(&s, "5m").iter().any(|r| r["slice"] == "1/2"),
+        || {
+            showq(&["--runners", "--json"])
+                .json_lines()
+                .iter()
+                .any(|r| r["slice"] == "1/2" && r["state"] == "alive")
+        },
     );
-    let m = metrics(&s, "5m", "one slice of two run");
+    let m = showq(&["--metrics"]).stdout_str();
+    promtool_accepts(&m, "a hostile host name");
     let series = |slice: &str, state: &str| {
         format!("mm_runners{{queue=\"out\",slice=\"{slice}\",state=\"{state}\"}}")
     };
@@ -536,11 +555,11 @@ fn a_slice_nobody_runs_is_listed_as_none_and_has_its_series_at_zero() {
     assert_sample(&m, &series("2/2", "alive"), 0.0, "2/2 not run");
     assert_sample(&m, &series("2/2", "dead"), 0.0, "2/2 not run");
     assert_eq!(sample(&m, &series("1/1", "alive")), None, "{m}");
-    let text = Tool::new("mm-showq")
-        .spool(&s)
-        .args(["--runners"])
-        .run()
-        .stdout_str();
+    assert!(
+        m.contains("host=\"we\\\"ird\\\\host\\nname\"}"),
+        "the host label is not escaped:\n{m}"
+    );
+    let text = showq(&["--runners"]).stdout_str();
     assert!(
         text.lines()
             .any(|l| l.starts_with("out ") && l.contains(" 2/2 ") && l.contains(" none ")),

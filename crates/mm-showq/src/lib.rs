@@ -242,7 +242,7 @@ fn print_runners(
     )?;
     for r in rows {
         let who = match (&r.host, r.pid) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), Some(p)) => format!("{}:{p}", mm_core::cli::one_line(h)),
             _ => "?".into(),
         };
         let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());

@@ -81,6 +81,13 @@ pub const FILES: &[Block] = &[
          its whole life, on another host by a lease the runner renews.",
     ),
     Item(
+        "*$SPOOL/.runners/TOKEN.progress*",
+        "What a queue runner is doing: its queue and slice, the entries in its hands and \
+         since when, its last progress, its last pass and its last reply. Written by the \
+         runner (at most once a second), removed with its record; `mm-showq --runners` and \
+         `mm-showq --metrics` read it.",
+    ),
+    Item(
         "*$SPOOL/.locks/QUEUE.K-N.HOST.lock*",
         "Held by the runner of one queue and slice, so that a second one (a cron job starting \
          while the last is still running) exits at once.",

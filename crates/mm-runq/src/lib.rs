@@ -53,6 +53,14 @@ pub const EXAMPLES: &[mm_core::cli::Example] = &[
         lines: &["mm-runq -q out --deliver-to /tmp/delivered --until-empty"],
     },
     mm_core::cli::Example {
+        what: "A service that leaves its counters (recipients, transactions, bytes, replies \
+                   by class, passes) for node_exporter's textfile collector after each pass:",
+        lines: &[
+            "mm-runq -q out --smtp smtp://relay.example.org \\",
+            "    --metrics-file /var/lib/node_exporter/textfile/mm-runq-out.prom",
+        ],
+    },
+    mm_core::cli::Example {
         what: "Retry sooner and give up after a day, for a list whose readers prefer \
                    late mail to none:",
         lines: &["mm-runq -q out --retry-min 1m --retry-max 1h --give-up-after 1d"],

@@ -47,8 +47,8 @@ pub const EXAMPLES: &[mm_core::cli::Example] = &[
         what: "Metrics for node_exporter's textfile collector, from *cron*(8) every minute \
                (written to a temporary name, then renamed):",
         lines: &[
-            "* * * * *  mm  mm-showq --metrics > /var/lib/node_exporter/mm.prom.$$ && \\",
-            "    mv /var/lib/node_exporter/mm.prom.$$ /var/lib/node_exporter/mm.prom",
+            "* * * * *  mm  mm-showq --metrics > /var/lib/node_exporter/textfile/mm.prom.$$ && \\",
+            "    mv /var/lib/node_exporter/textfile/mm.prom.$$ /var/lib/node_exporter/textfile/mm.prom",
         ],
     },
     mm_core::cli::Example {

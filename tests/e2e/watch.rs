@@ -249,7 +249,7 @@ fn a_runner_hanging_in_a_stage_and_one_on_a_stalled_server_are_stalled_a_busy_on
     stalling.stall(Duration::from_secs(600));
     let waiting = enqueue(&s, "out", &["b@example.com"], b"Subject: stall\n\nserver\n");
     // A busy runner: many entries, each through a short stage.
-    for i in 0..80 {
+    for i in 0..100 {
         enqueue(
             &s,
             "list",
@@ -281,14 +281,14 @@ fn a_runner_hanging_in_a_stage_and_one_on_a_stalled_server_are_stalled_a_busy_on
     ];
     stalling.wait_stalled(1, Duration::from_secs(20));
 
-    // Threshold 3 s: wait until both stuck runners are judged stalled; the
+    // Threshold 5 s (a loaded machine must not make the busy one look stuck): wait until both stuck runners are judged stalled; the
     // busy one, with entries still due, must be alive at that very moment.
     let mut rows = Vec::new();
     poll_until(
         "the hanging and the waiting runner to be reported stalled",
         Duration::from_secs(30),
         || {
-            rows = runners(&s, "3s");
+            rows = runners(&s, "5s");
             ["in", "out"]
                 .iter()
                 .all(|q| row_of(&rows, q).is_some_and(|r| r["state"] == "stalled"))
@@ -305,7 +305,7 @@ fn a_runner_hanging_in_a_stage_and_one_on_a_stalled_server_are_stalled_a_busy_on
         "the busy runner had nothing left to do, so its not being stalled proves nothing: {busy:#}"
     );
     assert!(
-        busy["idle_secs"].as_u64().unwrap() <= 3,
+        busy["idle_secs"].as_u64().unwrap() <= 5,
         "busy, yet idle: {busy:#}"
     );
     for (q, id) in [("in", hung), ("out", waiting)] {
@@ -317,19 +317,19 @@ fn a_runner_hanging_in_a_stage_and_one_on_a_stalled_server_are_stalled_a_busy_on
             .map(|h| h["id"].as_str().unwrap())
             .collect();
         assert_eq!(held, [id.to_string().as_str()], "{q}: {r:#}");
-        assert!(r["idle_secs"].as_u64().unwrap() > 3, "{q}: {r:#}");
+        assert!(r["idle_secs"].as_u64().unwrap() > 5, "{q}: {r:#}");
         assert!(
             r["pid"].as_u64().is_some() && r["dead_because"].is_null(),
             "{q}: {r:#}"
         );
     }
     // The same verdicts in the metrics, and in the text listing.
-    let m = metrics(&s, "3s", "stalled runners");
+    let m = metrics(&s, "5s", "stalled runners");
     assert_runners(&m, "in", "stalled", 1.0, "stalled");
     assert_runners(&m, "out", "stalled", 1.0, "stalled");
     let text = Tool::new("mm-showq")
         .spool(&s)
-        .args(["--runners", "--stalled-after", "3s"])
+        .args(["--runners", "--stalled-after", "5s"])
         .run();
     text.assert_ok();
     let text = text.stdout_str();

@@ -110,6 +110,18 @@ fn summary_of_a_fixed_spool_matches_golden() {
     );
 }
 
+/// The destinations remembered as failing (the fixture's smarthost, backed
+/// off for 30 s more), for people and as JSON; the summary names it too.
+#[test]
+fn remembered_destinations_match_golden() {
+    let f = fixture::build();
+    golden("showq-destinations.txt", &showq(&f, &["--destinations"]));
+    golden(
+        "showq-destinations.jsonl",
+        &showq(&f, &["--destinations", "--json"]),
+    );
+}
+
 #[test]
 fn listing_of_in_matches_golden() {
     let f = fixture::build();

@@ -10,6 +10,7 @@ use std::io::Write;
 use clap::Parser;
 use mm_core::cli::{SelectArgs, SpoolArgs, words};
 use mm_core::clock;
+use mm_core::destination::{self, Destinations};
 use mm_core::report::{self, EntryView, QueueSummary};
 use mm_core::shape::{ShapeBy, ShapeRow, shape};
 
@@ -22,6 +23,10 @@ pub const EXAMPLES: &[mm_core::cli::Example] = &[
     mm_core::cli::Example {
         what: "The shape of out/: pending recipients per domain, then entries per reason:",
         lines: &["mm-showq --by domain out", "mm-showq --by error out"],
+    },
+    mm_core::cli::Example {
+        what: "The smarthosts remembered as failing, and how long their back-off lasts:",
+        lines: &["mm-showq --destinations"],
     },
     mm_core::cli::Example {
         what: "Entries for one domain, stuck for more than an hour:",
@@ -93,6 +98,10 @@ pub struct Cli {
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
     #[arg(long, value_name = "KEY", value_parser = words::<ShapeBy, 3>(ShapeBy::ALL.map(ShapeBy::as_str)))]
     pub by: Option<ShapeBy>,
+    /// The destinations remembered as failing (`$SPOOL/.destinations/`):
+    /// failures in a row, since, until, the last error, probing or not.
+    #[arg(long, conflicts_with_all = ["queues", "queue_flags", "by"])]
+    pub destinations: bool,
     /// Add up the size of the entry files in the summary (a stat of every
     /// entry: several times slower on a big queue).
     #[arg(long)]
@@ -120,7 +129,10 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
             .map(|q| spool.existing_queue(q))
             .collect::<Result<Vec<_>, _>>()?
     };
-    if let Some(by) = cli.by {
+    if cli.destinations {
+        let rows = Destinations::view(&spool).views(now);
+        print_destinations(&mut out, &rows, cli.json, now)?;
+    } else if let Some(by) = cli.by {
         let rows = shape(&queues, &sel, by, now)?;
         print_shape(&mut out, by, &rows, cli.json)?;
     } else if cli.queues.is_empty() {
@@ -134,6 +146,19 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
             }
         } else {
             print_summary(&mut out, &rows, now)?;
+            let off: Vec<String> = Destinations::view(&spool)
+                .views(now)
+                .into_iter()
+                .filter(|d| d.backed_off)
+                .map(|d| d.destination)
+                .collect();
+            if !off.is_empty() {
+                writeln!(
+                    out,
+                    "backed off: {} (their entries are deferred untried; see mm-showq --destinations)",
+                    off.join(", ")
+                )?;
+            }
         }
     } else {
         for q in &queues {
@@ -183,6 +208,42 @@ fn print_shape(
     writeln!(out, "{:>8} {:>10}  {head}", "ENTRIES", "PENDING")?;
     for r in rows {
         writeln!(out, "{:>8} {:>10}  {}", r.entries, r.recipients, r.key)?;
+    }
+    Ok(())
+}
+
+fn print_destinations(
+    out: &mut impl Write,
+    rows: &[destination::View],
+    json: bool,
+    now: u64,
+) -> std::io::Result<()> {
+    if json {
+        return rows
+            .iter()
+            .try_for_each(|r| mm_core::cli::json_line(out, r));
+    }
+    writeln!(
+        out,
+        "{:<24} {:>8} {:<20} {:<20} {:<16} LAST ERROR",
+        "DESTINATION", "FAILURES", "SINCE", "UNTIL", "STATE"
+    )?;
+    for r in rows {
+        let state = match (r.probing, r.backed_off) {
+            (true, _) => "probing".to_string(),
+            (false, true) => format!("{} left", short_age(r.until_secs - now)),
+            (false, false) => "probe due".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<24} {:>8} {:<20} {:<20} {:<16} {}",
+            r.destination,
+            r.failures,
+            r.since,
+            r.until,
+            state,
+            mm_core::cli::one_line(&r.last_error)
+        )?;
     }
     Ok(())
 }

@@ -149,6 +149,9 @@ fn docs_json_md_lists_exactly_the_fields_the_tools_print() {
 
     let shape = json_rows(&f, "mm-showq", &["--json", "--by", "error", "in"]);
     agree("mm-showq --by", &shape, &table(&doc, "mm-showq --by"));
+    let qshape = json_rows(&f, "mm-showq", &["--json", "--by", "domain", "--age"]);
+    let (all, _) = table(&doc, "mm-showq --by");
+    agree("mm-showq --by --age", &qshape, &(all, BTreeSet::new()));
 
     let dests = json_rows(&f, "mm-showq", &["--json", "--destinations"]);
     agree(

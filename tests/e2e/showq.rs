@@ -122,6 +122,28 @@ fn remembered_destinations_match_golden() {
     );
 }
 
+/// Postfix's qshape table: domains crossed with the geometric age buckets,
+/// a TOTAL row first; and the same by error, and as JSON.
+#[test]
+fn the_qshape_table_matches_golden() {
+    let f = fixture::build();
+    golden("showq-qshape.txt", &showq(&f, &["--by", "domain", "--age"]));
+    golden(
+        "showq-qshape-error.txt",
+        &showq(&f, &["--by", "error", "--age", "in", "bad"]),
+    );
+    golden(
+        "showq-qshape.jsonl",
+        &showq(&f, &["--by", "domain", "--age", "--json"]),
+    );
+    let out = Tool::new("mm-showq")
+        .spool(&f.spool)
+        .now(NOW)
+        .args(["--by", "age", "--age"])
+        .run();
+    out.assert_code(64);
+}
+
 #[test]
 fn listing_of_in_matches_golden() {
     let f = fixture::build();

@@ -150,7 +150,7 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "4h", value_parser = parse_duration)]
     pub retry_max: Duration,
     /// Give up on pending recipients this long after the first attempt (they bounce).
-    #[arg(long, value_name = "DUR", default_value = "5d", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = mm_core::cli::GIVE_UP_AFTER, value_parser = parse_duration)]
     pub give_up_after: Duration,
     /// Pipe each message to CMD (repeatable; stages run in command-line order).
     #[arg(long = "exec", value_name = "CMD")]

@@ -16,7 +16,7 @@ use mm_core::EntryId;
 use mm_core::State;
 use mm_e2e::{TestSpool, Tool};
 
-use crate::runq::{dump, entries_in, name_of, poll_until, rcpt_states, runq};
+use crate::runq::{dump, enqueue_many, entries_in, name_of, poll_until, rcpt_states, runq};
 use crate::smtp::MailServer;
 
 /// What runs out.
@@ -487,26 +487,10 @@ fn a_smarthost_that_never_greets_costs_one_timeout_for_500_entries_and_the_next_
         });
     }
     let connections = || accepted.load(std::sync::atomic::Ordering::SeqCst);
-    // One mm-enqueue for all of them (a group commit).
-    let files: Vec<PathBuf> = (0..N)
-        .map(|i| {
-            let f = s.work().join(format!("m{i}.eml"));
-            std::fs::write(&f, format!("Subject: {i}\n\nwait\n")).unwrap();
-            f
-        })
-        .collect();
-    let mut enq = Tool::new("mm-enqueue").spool(&s).args([
-        "--min-free",
-        "0",
-        "-q",
-        "out",
-        "-f",
-        "owner@example.org",
-    ]);
-    for f in &files {
-        enq = enq.arg("--file").arg(f);
-    }
-    enq.args(["--", "r@example.com"]).run().assert_ok();
+    // Group commits of mm-enqueue.
+    enqueue_many(&s, "out", &["r@example.com"], N, |i| {
+        format!("Subject: {i}\n\nwait\n").into_bytes()
+    });
     let dest = format!("127.0.0.1:{port}");
     let url = format!("smtp://{dest}");
     let drain = |offset: &str| {

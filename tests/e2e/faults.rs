@@ -16,7 +16,7 @@ use mm_core::EntryId;
 use mm_core::State;
 use mm_e2e::{TestSpool, Tool};
 
-use crate::runq::{dump, entries_in, name_of, poll_until, rcpt_states, runq};
+use crate::runq::{dump, enqueue_many, entries_in, name_of, poll_until, rcpt_states, runq};
 use crate::smtp::MailServer;
 
 /// What runs out.
@@ -459,13 +459,19 @@ fn an_entry_that_cannot_be_claimed_ends_a_cron_run_with_75_and_one_line() {
     assert!(top.exists(), "the entry moved: {out}");
 }
 
-/// A smarthost that accepts connections but never greets: the first
-/// connection times out, the destination is remembered as failed in the
-/// spool, and the other entries are deferred without trying, so a backlog
-/// costs about one timeout, not one per entry; the next cron run honours it
-/// too, without a connection.
+/// A smarthost that accepts connections but never greets, in front of 500
+/// entries: the first connection times out, the destination is remembered
+/// as failed in the spool, and the other entries are deferred without
+/// trying, each with the reason, so the backlog costs about one timeout,
+/// not 500. The next run honours the back-off: entries made due again
+/// while it lasts (`mm-flush --keep-destinations`) are deferred without a
+/// connection; once it is over, one entry probes (one connection, and the
+/// back-off doubles). A flush that clears it says so. Every entry is
+/// accounted for after each run: deferred, with a reason, none lost, none
+/// delivered.
 #[test]
-fn a_smarthost_that_never_greets_costs_one_timeout_not_one_per_entry() {
+fn a_smarthost_that_never_greets_costs_one_timeout_for_500_entries_and_the_next_run_none() {
+    const N: usize = 500;
     let s = TestSpool::new();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -480,50 +486,130 @@ fn a_smarthost_that_never_greets_costs_one_timeout_not_one_per_entry() {
             }
         });
     }
-    for i in 0..30 {
-        enqueue(
-            &s,
-            "out",
-            &["r@example.com"],
-            format!("Subject: {i}\n\nwait\n").as_bytes(),
-        );
-    }
-    let url = format!("smtp://127.0.0.1:{port}");
+    let connections = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // Group commits of mm-enqueue.
+    enqueue_many(&s, "out", &["r@example.com"], N, |i| {
+        format!("Subject: {i}\n\nwait\n").into_bytes()
+    });
+    let dest = format!("127.0.0.1:{port}");
+    let url = format!("smtp://{dest}");
     let drain = |offset: &str| {
-        runq(&s)
+        let started = std::time::Instant::now();
+        let out = runq(&s)
             .env("MM_TEST_CLOCK_OFFSET", offset)
-            .args(["--until-empty", "--connect-timeout", "2s"])
-            .args(["--command-timeout", "2s", "--smtp", &url])
-            .run()
+            .args(["--until-empty", "--connect-timeout", "1s"])
+            .args(["--command-timeout", "1s", "--smtp", &url])
+            .run();
+        out.assert_code(0);
+        (out, started.elapsed())
     };
-    let started = std::time::Instant::now();
-    let out = drain("0");
-    let took = started.elapsed();
-    out.assert_code(0);
-    assert!(
-        took < Duration::from_secs(12),
-        "30 entries took {took:?}: a timeout each?\n{out}"
-    );
-    let tried = accepted.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(tried <= 2, "{tried} connections for 30 entries\n{out}");
-    let state = s
-        .root()
-        .join(".destinations")
-        .join(format!("127.0.0.1:{port}"));
-    let text = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("{e}\n{out}"));
-    assert!(text.contains("\"failures\": 1"), "{text}");
-    assert!(out.stderr_str().contains("backed off"), "{out}");
-    // Every entry is deferred, none failed, none lost.
-    let left = entries_in(&s, "out");
-    assert_eq!(left.len(), 30);
-    assert!(left.iter().all(|p| name_of(p).due.is_some()), "{left:#?}");
+    let showq = |args: &[&str]| {
+        let out = Tool::new("mm-showq").spool(&s).args(args).run();
+        out.assert_ok();
+        out.json_lines()
+    };
+    // Every entry deferred, with a reason, none lost, none delivered.
+    let accounted = |after: &str, reason: &str| {
+        let rows = showq(&["--json", "out"]);
+        assert_eq!(rows.len(), N, "{after}: entries lost");
+        for r in &rows {
+            assert_eq!(r["state"], "deferred", "{after}: {r}");
+            let why = r["last_error"].as_str().unwrap_or_default();
+            assert!(why.contains(reason), "{after}: {r}");
+        }
+        assert_eq!(s.entry_files().len(), N, "{after}: entries elsewhere");
+    };
 
-    // The next cron run, every entry due: deferred again without a connection.
-    let out = drain("30");
-    out.assert_code(0);
-    assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
-        tried,
-        "{out}"
+    let (out, took) = drain("0");
+    let tried = connections();
+    eprintln!("run 1: {N} entries in {took:?}, {tried} connection(s)");
+    assert!(
+        took < Duration::from_secs(20),
+        "{N} entries took {took:?}: a timeout each?\n{out}"
     );
+    assert_eq!(tried, 1, "{tried} connections for {N} entries\n{out}");
+    assert!(out.stderr_str().contains("backed off"), "{out}");
+    accounted("run 1", "");
+    let backed_off = showq(&["--json", "out"])
+        .iter()
+        .filter(|r| {
+            r["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("{dest} is backed off"))
+        })
+        .count();
+    assert_eq!(
+        backed_off,
+        N - 1,
+        "all but the one tried say why they were not tried"
+    );
+    let d = showq(&["--destinations", "--json"]);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["destination"], dest.as_str());
+    assert_eq!(d[0]["failures"], 1);
+    assert_eq!(d[0]["backed_off"], true);
+    let summary = Tool::new("mm-showq").spool(&s).run();
+    assert!(
+        summary
+            .stdout_str()
+            .contains(&format!("backed off: {dest}")),
+        "{summary}"
+    );
+
+    // Due again while the back-off lasts: the second run connects to nobody.
+    let kept = Tool::new("mm-flush")
+        .spool(&s)
+        .args(["--all", "--keep-destinations", "--json"])
+        .run();
+    kept.assert_ok();
+    assert!(kept.json_lines().iter().all(|r| r["result"] == "flushed"
+        && r["destinations_cleared"] == serde_json::json!([])));
+    let (out, took) = drain("0");
+    eprintln!(
+        "run 2: {N} entries in {took:?}, {} connection(s)",
+        connections() - tried
+    );
+    assert_eq!(connections(), tried, "the back-off was not honoured\n{out}");
+    assert!(took < Duration::from_secs(20), "{took:?}\n{out}");
+    accounted("run 2", &format!("{dest} is backed off"));
+
+    // Once it is over, all are due: one probe, one connection, back-off doubled.
+    let (out, took) = drain("600");
+    eprintln!(
+        "run 3: {N} entries in {took:?}, {} connection(s)",
+        connections() - tried
+    );
+    assert_eq!(connections(), tried + 1, "one probe\n{out}");
+    accounted("run 3", "");
+    let d = Tool::new("mm-showq")
+        .spool(&s)
+        .env("MM_TEST_CLOCK_OFFSET", "600")
+        .args(["--destinations", "--json"])
+        .run()
+        .json_lines();
+    assert_eq!(
+        (d[0]["failures"].as_u64(), d[0]["backed_off"].as_bool()),
+        (Some(2), Some(true))
+    );
+
+    // A flush clears it, and its first row says so.
+    let flushed = Tool::new("mm-flush")
+        .spool(&s)
+        .env("MM_TEST_CLOCK_OFFSET", "600")
+        .args(["--all", "--json"])
+        .run();
+    flushed.assert_ok();
+    let rows = flushed.json_lines();
+    assert_eq!(rows.len(), N);
+    let cleared: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["destinations_cleared"] != serde_json::json!([]))
+        .collect();
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert_eq!(
+        cleared[0]["destinations_cleared"],
+        serde_json::json!([dest])
+    );
+    assert!(showq(&["--destinations", "--json"]).is_empty());
 }

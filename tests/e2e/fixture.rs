@@ -10,6 +10,7 @@
 //! in/README                    a foreign file, left alone
 //! out/9b/T4.9b….dead0runner.bak  claimed by a runner whose record is gone
 //! bad/42/T5.42….psv            quarantined from out/, with history
+//! .destinations/smarthost.example.org:25   backed off until NOW+30
 //! ```
 
 use std::collections::BTreeMap;
@@ -168,6 +169,17 @@ pub fn build() -> Fixture {
         },
     ];
     spool.put("bad", &FileName::preserved(quarantined), &e);
+
+    // A smarthost that stopped greeting 30 s ago: backed off for 30 s more.
+    let spool_dir = mm_core::Spool::open(spool.root()).unwrap();
+    mm_core::destination::Destinations::open(&spool_dir)
+        .unwrap()
+        .failed(
+            "smarthost.example.org:25",
+            "no greeting within 30s",
+            NOW - 30,
+        )
+        .unwrap();
 
     Fixture {
         spool,

@@ -149,6 +149,16 @@ fn docs_json_md_lists_exactly_the_fields_the_tools_print() {
 
     let shape = json_rows(&f, "mm-showq", &["--json", "--by", "error", "in"]);
     agree("mm-showq --by", &shape, &table(&doc, "mm-showq --by"));
+    let qshape = json_rows(&f, "mm-showq", &["--json", "--by", "domain", "--age"]);
+    let (all, _) = table(&doc, "mm-showq --by");
+    agree("mm-showq --by --age", &qshape, &(all, BTreeSet::new()));
+
+    let dests = json_rows(&f, "mm-showq", &["--json", "--destinations"]);
+    agree(
+        "mm-showq --destinations",
+        &dests,
+        &table(&doc, "mm-showq --destinations"),
+    );
 
     let recover = json_rows(&f, "mm-recover", &["--json", "--dry-run"]);
     agree("mm-recover", &recover, &table(&doc, "mm-recover --json"));

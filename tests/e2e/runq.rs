@@ -1142,3 +1142,68 @@ fn sighup_reopens_the_log_so_logrotate_can_move_it() {
         r.output()
     );
 }
+
+/// A long `--until-empty` drain on a terminal (a pseudo-terminal made by
+/// script(1)) shows a progress bar, entries done of those due with the rate
+/// and the time left, and every log line still arrives whole, on a line of
+/// its own; off a terminal (a pipe) the output is the log lines alone, not
+/// a byte of bar.
+#[test]
+fn a_drain_on_a_terminal_shows_a_progress_bar_and_off_one_only_the_log() {
+    const N: usize = 400;
+    let drain_on_a_terminal = |s: &TestSpool| {
+        let cmd = format!(
+            "{} --until-empty --discard",
+            require_bin("mm-runq").display()
+        );
+        let out = Tool::program("script")
+            .spool(s)
+            .env("TERM", "xterm")
+            .args(["-qefc", &cmd, "/dev/null"])
+            .run();
+        out.assert_code(0);
+        out
+    };
+    let body = |i: usize| format!("Subject: {i}\n\nbar\n").into_bytes();
+
+    let tty = TestSpool::new();
+    enqueue_many(&tty, "out", &["r@example.com"], N, body);
+    let out = drain_on_a_terminal(&tty);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("/{N} entries, ")) && text.contains(" left"),
+        "no progress bar on a terminal\n{text}"
+    );
+    // Each log line whole: what the bar drew is taken off before it (`\r`,
+    // erase line), and the line ends before the bar is drawn again.
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|l| {
+            let l = l.rsplit('\r').find(|p| !p.is_empty()).unwrap_or("");
+            l.trim_start_matches("\x1b[2K").to_string()
+        })
+        .filter(|l| l.contains(" mm/runq["))
+        .collect();
+    let sent = lines.iter().filter(|l| l.contains("status=sent")).count();
+    assert_eq!(sent, N, "log lines lost or garbled under the bar\n{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("20") && !l.contains('\x1b')),
+        "{lines:#?}"
+    );
+    assert!(entries_in(&tty, "out").is_empty());
+
+    let pipe = TestSpool::new();
+    enqueue_many(&pipe, "out", &["r@example.com"], N, body);
+    let out = runq(&pipe).args(["--until-empty", "--discard"]).run();
+    out.assert_code(0);
+    let log = out.stderr_str();
+    assert!(!log.contains(['\r', '\x1b']), "a bar off a terminal\n{log}");
+    assert!(!log.contains(" entries, "), "{log}");
+    assert!(
+        log.lines().all(|l| l.contains(" mm/runq[")),
+        "only log lines off a terminal\n{log}"
+    );
+    assert_eq!(log.matches("status=sent").count(), N);
+}

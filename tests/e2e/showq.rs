@@ -110,6 +110,40 @@ fn summary_of_a_fixed_spool_matches_golden() {
     );
 }
 
+/// The destinations remembered as failing (the fixture's smarthost, backed
+/// off for 30 s more), for people and as JSON; the summary names it too.
+#[test]
+fn remembered_destinations_match_golden() {
+    let f = fixture::build();
+    golden("showq-destinations.txt", &showq(&f, &["--destinations"]));
+    golden(
+        "showq-destinations.jsonl",
+        &showq(&f, &["--destinations", "--json"]),
+    );
+}
+
+/// Postfix's qshape table: domains crossed with the geometric age buckets,
+/// a TOTAL row first; and the same by error, and as JSON.
+#[test]
+fn the_qshape_table_matches_golden() {
+    let f = fixture::build();
+    golden("showq-qshape.txt", &showq(&f, &["--by", "domain", "--age"]));
+    golden(
+        "showq-qshape-error.txt",
+        &showq(&f, &["--by", "error", "--age", "in", "bad"]),
+    );
+    golden(
+        "showq-qshape.jsonl",
+        &showq(&f, &["--by", "domain", "--age", "--json"]),
+    );
+    let out = Tool::new("mm-showq")
+        .spool(&f.spool)
+        .now(NOW)
+        .args(["--by", "age", "--age"])
+        .run();
+    out.assert_code(64);
+}
+
 #[test]
 fn listing_of_in_matches_golden() {
     let f = fixture::build();

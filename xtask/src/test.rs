@@ -68,6 +68,12 @@ const NEEDS: &[Need] = &[
         why: "the log analyser that reads the runner's log (tests/e2e/maillog.rs)",
     },
     Need {
+        program: "script",
+        package: "bsdutils",
+        always: true,
+        why: "a pseudo-terminal for mm-runq's progress bar (tests/e2e/runq.rs)",
+    },
+    Need {
         program: "python3",
         package: "python3",
         always: true,

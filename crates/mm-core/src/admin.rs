@@ -55,6 +55,29 @@ pub struct Done {
     pub dry_run: bool,
     /// Details.
     pub detail: String,
+    /// Only in mm-flush's rows: the destinations whose remembered back-off
+    /// this flush cleared (or, in a dry run, would clear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations_cleared: Option<Vec<String>>,
+}
+
+/// What an [`Action`] did (or would do) to one entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The detail of its line.
+    pub detail: String,
+    /// For a flush, the destinations whose back-off it cleared; `None` for
+    /// the operations that have nothing of the kind.
+    pub destinations_cleared: Option<Vec<String>>,
+}
+
+impl From<String> for Applied {
+    fn from(detail: String) -> Applied {
+        Applied {
+            detail,
+            destinations_cleared: None,
+        }
+    }
 }
 
 /// What became of one entry; written in JSON and text as the operation's
@@ -129,9 +152,9 @@ pub trait Action {
     fn applies(&self, name: &FileName, now: u64) -> std::result::Result<(), String>;
     /// Does it to the claimed entry and disposes of the claim (release,
     /// move or finish); returns the detail of its line.
-    fn apply(&self, spool: &Spool, c: Claim, now: u64) -> Result<String>;
-    /// The detail of a dry run's line.
-    fn preview(&self, entry: &Entry, now: u64) -> String;
+    fn apply(&self, spool: &Spool, c: Claim, now: u64) -> Result<Applied>;
+    /// What a dry run's line says would be done.
+    fn preview(&self, spool: &Spool, entry: &Entry, now: u64) -> Applied;
     /// Whether `--all` reports the selected entries that are claimed right
     /// now (`busy`, exit 75) rather than passing over them: for an
     /// operation whose point is that a runner must not send them (hold,
@@ -218,14 +241,16 @@ pub fn run(
             let _ = me.renew();
             renewed = std::time::Instant::now();
         }
-        let rep = |result: Outcome, detail: String| Done {
+        let rep_applied = |result: Outcome, a: Applied| Done {
             schema: crate::report::SCHEMA,
             result,
             id: id.to_string(),
             queue: qname.clone(),
             dry_run: target.dry_run,
-            detail,
+            detail: a.detail,
+            destinations_cleared: a.destinations_cleared,
         };
+        let rep = |result: Outcome, detail: String| rep_applied(result, detail.into());
         // The name it applies to, else a claim (to say who holds it), else any.
         let mine: Vec<&(FileName, Place)> = found.iter().filter(|(n, _)| n.id == id).collect();
         let pick = mine
@@ -289,9 +314,9 @@ pub fn run(
                 continue;
             }
             if target.dry_run {
-                f(rep(
+                f(rep_applied(
                     Outcome::Did(action.verb()),
-                    action.preview(&entry, now),
+                    action.preview(spool, &entry, now),
                 ));
                 continue;
             }
@@ -300,7 +325,7 @@ pub fn run(
             Ok(Claimed::Entry(c)) => {
                 let claimed = c.path().to_path_buf();
                 match action.apply(spool, *c, now) {
-                    Ok(detail) => rep(Outcome::Did(action.verb()), detail),
+                    Ok(applied) => rep_applied(Outcome::Did(action.verb()), applied),
                     Err(e) => {
                         // Never left stranded under our token (recovery
                         // would count it against the entry): back under the

@@ -167,6 +167,11 @@ pub fn parse_slice(s: &str) -> Result<Slice, String> {
     s.parse::<Slice>().map_err(|e| e.to_string())
 }
 
+/// `--give-up-after`'s default, the same in mm-runq (which gives up) and in
+/// mm-showq and mm-dumpdb (which show when it will): the default
+/// [`RetryPolicy`](crate::retry::RetryPolicy)'s.
+pub const GIVE_UP_AFTER: &str = "5d";
+
 /// Parses a humantime duration (`5m`, `4h`, `5days`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (want e.g. 30s, 5m, 4h, 5d)"))
@@ -321,6 +326,14 @@ pub fn json_line<W: std::io::Write + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_give_up_default_is_the_runners() {
+        assert_eq!(
+            parse_duration(GIVE_UP_AFTER),
+            Ok(crate::retry::RetryPolicy::default().give_up)
+        );
+    }
 
     #[test]
     fn sizes_parse() {

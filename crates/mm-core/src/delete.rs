@@ -12,7 +12,7 @@
 //! published in bounces/ (the runner's own record, [`bounce_record`]) before
 //! the entry is removed.
 
-use crate::admin::{self, Action};
+use crate::admin::{self, Action, Applied};
 use crate::bounce::{self, bounce_record};
 use crate::claim::{self, Claim};
 use crate::entry::BounceReason;
@@ -42,7 +42,7 @@ impl Action for Delete {
         }
     }
 
-    fn apply(&self, spool: &Spool, mut c: Claim, now: u64) -> Result<String> {
+    fn apply(&self, spool: &Spool, mut c: Claim, now: u64) -> Result<Applied> {
         let envelope = admin::envelope(&c.entry);
         let mut detail = format!("{envelope} by {}", self.actor);
         if self.bounce {
@@ -88,22 +88,23 @@ impl Action for Delete {
         // Nothing in the entry says it was deleted: the removal is synced,
         // so a machine crash cannot bring it back for delivery.
         c.finish_durably()?;
-        Ok(detail)
+        Ok(detail.into())
     }
 
     fn claims_matter(&self) -> bool {
         true
     }
 
-    fn preview(&self, entry: &Entry, _now: u64) -> String {
+    fn preview(&self, _spool: &Spool, entry: &Entry, _now: u64) -> Applied {
         let pending = entry.pending().count();
         if self.bounce {
             format!(
                 "{}; {pending} pending recipients would get a bounce record",
                 admin::envelope(entry)
             )
+            .into()
         } else {
-            admin::envelope(entry)
+            admin::envelope(entry).into()
         }
     }
 }

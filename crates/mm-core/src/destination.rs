@@ -187,6 +187,51 @@ impl Destinations {
     }
 }
 
+/// A remembered destination, as `mm-showq --destinations` shows it (the
+/// JSON schema is in docs/json.md).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct View {
+    /// Schema version.
+    pub schema: u32,
+    /// `host:port`.
+    pub destination: String,
+    /// Connection-level failures in a row.
+    pub failures: u32,
+    /// The first of them (RFC 3339).
+    pub since: String,
+    /// The end of the back-off (RFC 3339).
+    pub until: String,
+    /// Whether the back-off still lasts: no entry for it is tried.
+    pub backed_off: bool,
+    /// Whether a runner is probing it with one entry right now.
+    pub probing: bool,
+    /// The last failure.
+    pub last_error: String,
+    /// The end of the back-off (Unix seconds), for printing.
+    #[serde(skip)]
+    pub until_secs: u64,
+}
+
+impl Destinations {
+    /// Every remembered destination at `now`, by name, for display.
+    pub fn views(&self, now: u64) -> Vec<View> {
+        self.all()
+            .into_iter()
+            .map(|s| View {
+                schema: crate::report::SCHEMA,
+                probing: self.probe_path(&s.destination).exists(),
+                backed_off: now < s.until,
+                since: clock::rfc3339(s.since),
+                until: clock::rfc3339(s.until),
+                until_secs: s.until,
+                destination: s.destination,
+                failures: s.failures,
+                last_error: s.last_error,
+            })
+            .collect()
+    }
+}
+
 /// A probe or temporary file beside the states.
 fn is_aux(e: &fs::DirEntry) -> bool {
     let n = e.file_name();
@@ -233,8 +278,17 @@ mod tests {
         ds.end_probe(dest);
         assert!(ds.try_probe(dest));
         ds.end_probe(dest);
+        assert!(ds.try_probe(dest));
+        let v = &ds.views(1219)[0];
+        assert_eq!((v.failures, v.backed_off, v.probing), (2, true, true));
+        assert!(!ds.views(1220)[0].backed_off);
+        ds.end_probe(dest);
+        assert!(!ds.views(1220)[0].probing);
         ds.succeeded(dest);
         assert!(ds.get(dest).is_none());
         assert!(ds.all().is_empty());
+        ds.failed(dest, "timeout", 1300).unwrap();
+        assert!(ds.clear(dest).unwrap(), "a flush clears it");
+        assert!(!ds.clear(dest).unwrap(), "nothing left to clear");
     }
 }

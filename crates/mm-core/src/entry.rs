@@ -126,6 +126,11 @@ pub struct Meta {
     /// the entry is shunted at the third. Not written while 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stage_timeouts: u32,
+    /// The remote destination (`host:port`) it was last tried at or
+    /// deferred for, whose remembered back-off a flush of it clears. Not
+    /// written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// Free-form key/values (`mm-enqueue --meta`).
     #[serde(default)]
     pub kv: BTreeMap<String, String>,

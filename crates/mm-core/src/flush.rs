@@ -6,9 +6,16 @@
 //! bucket: due now, with its per-recipient progress. The next pass of any
 //! runner takes it. Entries already due, claimed, held or quarantined are not
 //! for flushing (see [`admin`] for the rest of the rules).
+//!
+//! A flush also forgets the remembered back-off of the destination the entry
+//! was last tried at or deferred for ([`crate::destination`]), unless told
+//! to keep it: otherwise the runner would defer the flushed entries again,
+//! untried, until the back-off ends. Postfix's qmgr does the same on a
+//! flush, when it revives its dead destinations.
 
-use crate::admin::{self, Action};
+use crate::admin::{self, Action, Applied};
 use crate::claim::Claim;
+use crate::destination::Destinations;
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{FileName, State};
@@ -19,6 +26,17 @@ use crate::spool::Spool;
 pub struct Flush {
     /// Who runs it (history lines).
     pub actor: String,
+    /// Leave the destinations' remembered back-off alone.
+    pub keep_destinations: bool,
+}
+
+impl Flush {
+    /// The destination of `entry` whose back-off this flush clears, if it
+    /// has one remembered.
+    fn backed_off(&self, spool: &Spool, entry: &Entry) -> Option<String> {
+        let d = entry.meta.destination.as_deref()?;
+        (!self.keep_destinations && Destinations::view(spool).get(d).is_some()).then(|| d.into())
+    }
 }
 
 impl Action for Flush {
@@ -34,9 +52,9 @@ impl Action for Flush {
         }
     }
 
-    fn apply(&self, _spool: &Spool, mut c: Claim, now: u64) -> Result<String> {
+    fn apply(&self, spool: &Spool, mut c: Claim, now: u64) -> Result<Applied> {
         let was = c.entry.meta.next_attempt.take();
-        let detail = match was {
+        let mut detail = match was {
             Some(t) => format!("was due {}", admin::relative(t, now)),
             None => "due now".into(),
         };
@@ -45,16 +63,39 @@ impl Action for Flush {
             format!("flushed by mm-flush ({}): due now", self.actor),
         );
         let pending = c.entry.pending().count();
+        // Cleared before the release, so that no runner takes the entry
+        // while its destination still looks backed off.
+        let mut cleared = Vec::new();
+        if let Some(d) = self.backed_off(spool, &c.entry)
+            && Destinations::view(spool).clear(&d)?
+        {
+            cleared.push(d);
+        }
         c.release(None)?;
-        Ok(format!("{detail}; {pending} recipients pending"))
+        detail.push_str(&format!("; {pending} recipients pending"));
+        for d in &cleared {
+            detail.push_str(&format!("; back-off of {d} cleared"));
+        }
+        Ok(Applied {
+            detail,
+            destinations_cleared: Some(cleared),
+        })
     }
 
-    fn preview(&self, entry: &Entry, now: u64) -> String {
+    fn preview(&self, spool: &Spool, entry: &Entry, now: u64) -> Applied {
         let due = entry
             .meta
             .next_attempt
             .map(|t| format!("due {}", admin::relative(t, now)))
             .unwrap_or_else(|| "deferred".into());
-        format!("{due}; {}", admin::envelope(entry))
+        let mut detail = format!("{due}; {}", admin::envelope(entry));
+        let cleared: Vec<String> = self.backed_off(spool, entry).into_iter().collect();
+        for d in &cleared {
+            detail.push_str(&format!("; back-off of {d} would be cleared"));
+        }
+        Applied {
+            detail,
+            destinations_cleared: Some(cleared),
+        }
     }
 }

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{self, Action};
+use crate::admin::{self, Action, Applied};
 use crate::claim::Claim;
 use crate::entry::{self, Entry, RcptState};
 use crate::error::{Error, ErrorKind, Result};
@@ -249,7 +249,7 @@ impl Action for Hold {
         }
     }
 
-    fn apply(&self, _spool: &Spool, c: Claim, now: u64) -> Result<String> {
+    fn apply(&self, _spool: &Spool, c: Claim, now: u64) -> Result<Applied> {
         let was_due = c.entry.meta.next_attempt.filter(|d| *d > now);
         let until = self.until.map(|u| until_for(c.id(), u, self.spread));
         let hold = entry::Hold {
@@ -265,15 +265,16 @@ impl Action for Hold {
         Ok(match until {
             Some(u) => format!("until {}: {}", crate::clock::rfc3339(u), self.reason),
             None => self.reason.clone(),
-        })
+        }
+        .into())
     }
 
     fn claims_matter(&self) -> bool {
         true
     }
 
-    fn preview(&self, entry: &Entry, _now: u64) -> String {
-        admin::envelope(entry)
+    fn preview(&self, _spool: &Spool, entry: &Entry, _now: u64) -> Applied {
+        admin::envelope(entry).into()
     }
 }
 
@@ -296,13 +297,13 @@ impl Action for Release {
         }
     }
 
-    fn apply(&self, _spool: &Spool, mut c: Claim, now: u64) -> Result<String> {
+    fn apply(&self, _spool: &Spool, mut c: Claim, now: u64) -> Result<Applied> {
         let detail = end(&mut c.entry, now, &format!("mm-release ({})", self.actor));
         c.release(None)?;
-        Ok(detail)
+        Ok(detail.into())
     }
 
-    fn preview(&self, entry: &Entry, now: u64) -> String {
+    fn preview(&self, _spool: &Spool, entry: &Entry, now: u64) -> Applied {
         match &entry.meta.hold {
             Some(h) => format!(
                 "held {} by {}: {}; {}",
@@ -313,5 +314,6 @@ impl Action for Release {
             ),
             None => admin::envelope(entry),
         }
+        .into()
     }
 }

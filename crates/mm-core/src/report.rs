@@ -336,6 +336,11 @@ pub struct EntryView {
     pub attempts: Option<u32>,
     /// When the next attempt is due (RFC 3339), for a deferred entry.
     pub next_attempt: Option<String>,
+    /// The first delivery attempt (RFC 3339).
+    pub first_attempt: Option<String>,
+    /// When its pending recipients are given up on (RFC 3339): the first
+    /// attempt plus the give-up period (the runner's rule, `retry.rs`).
+    pub give_up_at: Option<String>,
     /// The last error, or the quarantine reason.
     pub last_error: Option<String>,
     /// Mailing list.
@@ -358,8 +363,7 @@ pub struct EntryView {
     /// For a bounce record: the entry it came from, its queue, and why
     /// (`refused`, `expired` or `given up`).
     pub bounce: Option<BounceView>,
-    /// Per-recipient detail (mm-dumpdb).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Every recipient: its state, attempts and last reply.
     pub recipients: Option<Vec<RcptView>>,
     /// History lines (mm-dumpdb).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -371,7 +375,9 @@ pub struct EntryView {
     pub due: Option<u64>,
 }
 
-/// Builds the view of an entry file. `entry` is `Err` when it could not be decoded.
+/// Builds the view of an entry file. `entry` is `Err` when it could not be
+/// decoded; `give_up` is the give-up period its deadline is shown for;
+/// `detail` adds the history.
 #[allow(clippy::too_many_arguments)]
 pub fn view(
     spool: &Spool,
@@ -381,6 +387,7 @@ pub fn view(
     size: u64,
     entry: Result<&Entry, String>,
     now: u64,
+    give_up: std::time::Duration,
     detail: bool,
 ) -> EntryView {
     let mut v = EntryView {
@@ -397,6 +404,8 @@ pub fn view(
         first_recipient: None,
         attempts: None,
         next_attempt: name.due.filter(|d| *d > now).map(clock::rfc3339),
+        first_attempt: None,
+        give_up_at: None,
         last_error: None,
         list: None,
         recoveries: None,
@@ -422,6 +431,11 @@ pub fn view(
             v.recipient_count = Some(e.recipients.len());
             v.first_recipient = e.recipients.first().map(|r| r.address.clone());
             v.attempts = Some(e.meta.attempts);
+            v.first_attempt = e.meta.first_attempt.map(clock::rfc3339);
+            v.give_up_at = e
+                .meta
+                .first_attempt
+                .map(|f| clock::rfc3339(crate::retry::give_up_at(give_up, f)));
             v.last_error = e.reason().map(str::to_string);
             v.list = e.meta.list.clone();
             v.recoveries = Some(e.meta.recoveries);
@@ -442,18 +456,18 @@ pub fn view(
                 original_queue: b.original_queue.clone(),
                 reason: b.reason.clone(),
             });
+            v.recipients = Some(
+                e.recipients
+                    .iter()
+                    .map(|r| RcptView {
+                        address: r.address.clone(),
+                        state: r.state,
+                        attempts: r.attempts,
+                        last_reply: r.last_reply.clone(),
+                    })
+                    .collect(),
+            );
             if detail {
-                v.recipients = Some(
-                    e.recipients
-                        .iter()
-                        .map(|r| RcptView {
-                            address: r.address.clone(),
-                            state: r.state,
-                            attempts: r.attempts,
-                            last_reply: r.last_reply.clone(),
-                        })
-                        .collect(),
-                );
                 v.history = Some(
                     e.meta
                         .history

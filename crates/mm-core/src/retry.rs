@@ -42,10 +42,21 @@ impl RetryPolicy {
         now.saturating_add(self.delay(attempts).as_secs().max(1))
     }
 
+    /// When recipients first tried at `first_attempt` are given up on.
+    pub fn give_up_at(&self, first_attempt: u64) -> u64 {
+        give_up_at(self.give_up, first_attempt)
+    }
+
     /// Whether recipients first tried at `first_attempt` are to be given up at `now`.
     pub fn expired(&self, first_attempt: u64, now: u64) -> bool {
-        now >= first_attempt.saturating_add(self.give_up.as_secs())
+        now >= self.give_up_at(first_attempt)
     }
+}
+
+/// When recipients first tried at `first_attempt` are given up on, `give_up`
+/// later (the runner's rule, for the tools that show it).
+pub fn give_up_at(give_up: Duration, first_attempt: u64) -> u64 {
+    first_attempt.saturating_add(give_up.as_secs())
 }
 
 #[cfg(test)]
@@ -66,5 +77,6 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(!p.expired(0, 5 * 86_400 - 1));
         assert!(p.expired(0, 5 * 86_400));
+        assert_eq!(p.give_up_at(100), 100 + 5 * 86_400);
     }
 }

@@ -1657,6 +1657,10 @@ fn deliver(
     // A destination that failed at the connection level is not tried again
     // for every entry: one probe at a time, the others deferred untried.
     let dest = transport.destination();
+    if dest.is_some() {
+        // So that a flush of this entry knows whose back-off to clear.
+        c.entry.meta.destination.clone_from(&dest);
+    }
     let mut probing = false;
     if let Some(d) = &dest
         && let Some(mut state) = sh.remembered(d)
@@ -1878,16 +1882,20 @@ fn dispose(
                 None => sh.cfg.retry.next_due(c.entry.meta.attempts, now),
             };
             c.entry.meta.next_attempt = Some(due);
+            // An entry deferred untried says why, as one that was tried does.
+            let why = summary.backed_off.as_ref().map(|state| {
+                format!(
+                    "{} is backed off after {} failure(s) ({})",
+                    state.destination, state.failures, state.last_error
+                )
+            });
+            if why.is_some() {
+                c.entry.meta.last_error.clone_from(&why);
+            }
             release_durably(sh, me, slot, c, due)?;
             st.deferred += 1;
-            match &summary.backed_off {
-                Some(state) => format!(
-                    "deferred until {}: {} is backed off after {} failure(s) ({})",
-                    clock::rfc3339(due),
-                    state.destination,
-                    state.failures,
-                    state.last_error
-                ),
+            match why {
+                Some(why) => format!("deferred until {}: {why}", clock::rfc3339(due)),
                 None => format!("deferred until {}", clock::rfc3339(due)),
             }
         }

@@ -66,13 +66,33 @@ pub struct ShapeRow {
     pub entries: u64,
     /// Recipients (pending ones, for domain).
     pub recipients: u64,
+    /// Only with `--age`: the entries of each age bucket ([`AGE_COLUMNS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries_by_age: Option<[u64; AGE_COLUMNS.len()]>,
+    /// Only with `--age`: the pending recipients of each age bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients_by_age: Option<[u64; AGE_COLUMNS.len()]>,
 }
 
 /// Age buckets, in minutes, as Postfix's qshape draws them.
 const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
 
+/// The columns of the age buckets, as qshape heads them: younger than 5
+/// minutes, 5 to 10, … 640 to 1280, older.
+pub const AGE_COLUMNS: [&str; 10] = [
+    "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+",
+];
+
+/// The age bucket (an index into [`AGE_COLUMNS`]) of an entry `minutes` old.
+fn age_bucket(minutes: u64) -> usize {
+    AGE_BUCKETS
+        .iter()
+        .position(|&b| minutes < b)
+        .unwrap_or(AGE_BUCKETS.len())
+}
+
 fn age_key(minutes: u64) -> String {
-    match AGE_BUCKETS.iter().find(|&&b| minutes < b) {
+    match AGE_BUCKETS.get(age_bucket(minutes)) {
         Some(b) => format!("< {b}m"),
         None => format!(">= {}m", AGE_BUCKETS[AGE_BUCKETS.len() - 1]),
     }
@@ -95,20 +115,41 @@ fn error_key(e: &Entry) -> String {
 
 /// The shape of `queues` by `by`: one row per key, the most entries first
 /// (for age: youngest bucket first). Only the age shape of name-only
-/// selections works from file names alone.
-pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<Vec<ShapeRow>> {
+/// selections works from file names alone. With `ages` (qshape's table,
+/// `--by domain --age`), each row also counts per age bucket, and the rows
+/// come the most recipients first; `--by age` has no such crossing.
+pub fn shape(
+    queues: &[Queue],
+    sel: &Selector,
+    by: ShapeBy,
+    ages: bool,
+    now: u64,
+) -> Result<Vec<ShapeRow>> {
+    if ages && by == ShapeBy::Age {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Usage,
+            "--age crosses --by domain or --by error with the age buckets; --by age is them",
+        ));
+    }
     let mut rows: BTreeMap<String, ShapeRow> = BTreeMap::new();
-    let mut add = |key: String, rcpts: u64| {
+    let mut add = |key: String, rcpts: u64, bucket: usize| {
         let r = rows.entry(key.clone()).or_insert_with(|| ShapeRow {
             schema: report::SCHEMA,
             by,
             key,
             entries: 0,
             recipients: 0,
+            entries_by_age: ages.then_some([0; AGE_COLUMNS.len()]),
+            recipients_by_age: ages.then_some([0; AGE_COLUMNS.len()]),
         });
         r.entries += 1;
         r.recipients += rcpts;
+        if let (Some(e), Some(n)) = (&mut r.entries_by_age, &mut r.recipients_by_age) {
+            e[bucket] += 1;
+            n[bucket] += rcpts;
+        }
     };
+    let minutes = |name: &crate::id::FileName| now.saturating_sub(name.id.secs()) / 60;
     for q in queues {
         if by == ShapeBy::Age && !sel.needs_content() {
             // Names alone: no entry is opened.
@@ -116,14 +157,16 @@ pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<
                 if let Item::Entry { name, .. } = item
                     && sel.matches_name(&name, now)
                 {
-                    add(age_key(now.saturating_sub(name.id.secs()) / 60), 0);
+                    let m = minutes(&name);
+                    add(age_key(m), 0, age_bucket(m));
                 }
             })?;
             continue;
         }
         for found in report::select_entries(q, sel, now)? {
+            let bucket = age_bucket(minutes(&found.name));
             let Ok(e) = &found.entry else {
-                add("(unreadable)".into(), 0);
+                add("(unreadable)".into(), 0, bucket);
                 continue;
             };
             match by {
@@ -142,12 +185,12 @@ pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<
                         *per.entry(d).or_default() += 1;
                     }
                     for (d, n) in per {
-                        add(d, n);
+                        add(d, n, bucket);
                     }
                 }
-                ShapeBy::Error => add(error_key(e), e.pending().count() as u64),
+                ShapeBy::Error => add(error_key(e), e.pending().count() as u64, bucket),
                 // The age shape counts entries only, with or without content flags.
-                ShapeBy::Age => add(age_key(now.saturating_sub(found.name.id.secs()) / 60), 0),
+                ShapeBy::Age => add(age_key(minutes(&found.name)), 0, bucket),
             }
         }
     }
@@ -158,6 +201,13 @@ pub fn shape(queues: &[Queue], sel: &Selector, by: ShapeBy, now: u64) -> Result<
                 .iter()
                 .position(|b| r.key == format!("< {b}m"))
                 .unwrap_or(AGE_BUCKETS.len())
+        });
+    } else if ages {
+        // qshape's order: the most recipients (its count) first.
+        v.sort_by(|a, b| {
+            (b.recipients, b.entries)
+                .cmp(&(a.recipients, a.entries))
+                .then_with(|| a.key.cmp(&b.key))
         });
     } else {
         v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
@@ -181,6 +231,21 @@ mod tests {
         );
         e.meta.last_error = Some(reply.into());
         e
+    }
+
+    #[test]
+    fn age_buckets_are_qshapes_each_bound_excluded() {
+        let cols: Vec<&str> = [0, 4, 5, 9, 10, 639, 640, 1279, 1280, 100_000]
+            .map(|m| AGE_COLUMNS[age_bucket(m)])
+            .to_vec();
+        assert_eq!(
+            cols,
+            [
+                "5", "5", "10", "10", "20", "640", "1280", "1280", "1280+", "1280+"
+            ]
+        );
+        assert_eq!(age_key(1280), ">= 1280m");
+        assert_eq!(age_key(4), "< 5m");
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct Cli {
     /// Only the message, byte for byte as received.
     #[arg(long)]
     pub raw: bool,
+    /// The runner's give-up period, for the give-up deadline shown
+    /// (mm-runq's --give-up-after).
+    #[arg(long, value_name = "DUR", default_value = mm_core::cli::GIVE_UP_AFTER, value_parser = mm_core::cli::parse_duration)]
+    pub give_up_after: std::time::Duration,
 }
 
 /// Runs mm-dumpdb.
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 bytes.len() as u64,
                 Ok(&entry),
                 now,
+                cli.give_up_after,
                 true,
             ),
             _ => {
@@ -122,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     bytes.len() as u64,
                     Ok(&entry),
                     now,
+                    cli.give_up_after,
                     true,
                 )
             }
@@ -195,6 +201,8 @@ fn print_entry(out: &mut impl Write, v: &EntryView, e: &Entry) -> std::io::Resul
     writeln!(out, "first queue:  {}", e.meta.queue)?;
     writeln!(out, "attempts:     {}", e.meta.attempts)?;
     writeln!(out, "next attempt: {}", opt(&v.next_attempt))?;
+    writeln!(out, "first try:    {}", opt(&v.first_attempt))?;
+    writeln!(out, "gives up at:  {}", opt(&v.give_up_at))?;
     writeln!(out, "recoveries:   {}", e.meta.recoveries)?;
     writeln!(out, "stage:        {}", e.stage_in(&v.queue))?;
     writeln!(out, "last error:   {}", opt(&e.meta.last_error))?;

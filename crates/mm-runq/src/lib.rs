@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use mm_core::cli::{SpoolArgs, parse_duration, parse_slice};
@@ -121,7 +121,8 @@ pub struct Cli {
     /// One pass over the entries due now, then exit.
     #[arg(long, conflicts_with = "until_empty")]
     pub once: bool,
-    /// Run until no due entry is left, then exit (for cron).
+    /// Run until no due entry is left, then exit (for cron); on a terminal,
+    /// with a progress bar (entries done of due, rate, time left).
     #[arg(long)]
     pub until_empty: bool,
     /// Deliver over SMTP: smtp://[user:pass@]host[:port], smtp+starttls://…, smtps://…;
@@ -158,7 +159,7 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "4h", value_parser = parse_duration)]
     pub retry_max: Duration,
     /// Give up on pending recipients this long after the first attempt (they bounce).
-    #[arg(long, value_name = "DUR", default_value = "5d", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = mm_core::cli::GIVE_UP_AFTER, value_parser = parse_duration)]
     pub give_up_after: Duration,
     /// Pipe each message to CMD (repeatable; stages run in command-line order).
     #[arg(long = "exec", value_name = "CMD")]
@@ -239,13 +240,25 @@ struct Logger {
     out: Mutex<Box<dyn Write + Send>>,
     hup: std::sync::Arc<std::sync::atomic::AtomicBool>,
     quiet: bool,
-    bar: Option<Mutex<Bar>>,
+    /// The progress bar of an `--until-empty` run on a terminal
+    /// ([`progress_bar`]); log lines are written around it.
+    bar: Option<indicatif::ProgressBar>,
 }
 
-struct Bar {
-    started: Instant,
-    last: Instant,
-    drawn: bool,
+/// A progress bar for a long drain, on standard error: entries done of
+/// those due, the rate and the time left. Only when standard error is a
+/// terminal that nothing else writes to (no `--log`, `--syslog` or
+/// `--quiet`): off a terminal the output is the log lines alone, byte for
+/// byte. indicatif draws it, at most 20 times a second, and keeps it below
+/// the log lines ([`Logger::event`] writes them through
+/// [`indicatif::ProgressBar::suspend`]).
+fn progress_bar() -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} entries, {per_sec:0}, {eta} left",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr())
+        .with_style(style)
 }
 
 impl Logger {
@@ -263,12 +276,8 @@ impl Logger {
     }
 
     fn clear_bar(&self) {
-        if let Some(bar) = &self.bar
-            && let Ok(mut b) = bar.lock()
-            && b.drawn
-        {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-            b.drawn = false;
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
@@ -283,44 +292,31 @@ impl Log for Logger {
         {
             return;
         }
-        self.clear_bar();
         let Ok(mut out) = self.out.lock() else { return };
         if self.hup.swap(false, Ordering::Relaxed)
             && let Ok(w) = Logger::open(&self.path)
         {
             *out = w;
         }
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{} {} {TAG}[{}]: {event}",
             clock::rfc3339(clock::now_secs()),
             self.host,
             std::process::id()
         );
+        // A log that cannot be written is not a reason to stop delivering.
+        let _ = match &self.bar {
+            // The bar is taken off, the line written, the bar drawn again below it.
+            Some(bar) => bar.suspend(|| writeln!(out, "{line}")),
+            None => writeln!(out, "{line}"),
+        };
     }
 
     fn progress(&self, done: u64, left: u64) {
-        let Some(bar) = &self.bar else { return };
-        let Ok(mut b) = bar.lock() else { return };
-        if b.last.elapsed() < Duration::from_millis(200) {
-            return;
+        if let Some(bar) = &self.bar {
+            bar.set_length(done + left);
+            bar.set_position(done);
         }
-        b.last = Instant::now();
-        let secs = b.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 {
-            format!(
-                "{}",
-                humantime::format_duration(Duration::from_secs((left as f64 / rate) as u64))
-            )
-        } else {
-            "?".into()
-        };
-        let _ = write!(
-            std::io::stderr(),
-            "\r\x1b[K{done} done, {left} due, {rate:.0}/s, ETA {eta}"
-        );
-        b.drawn = true;
     }
 }
 
@@ -481,13 +477,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         && !cli.syslog
         && !cli.quiet
         && std::io::stderr().is_terminal())
-    .then(|| {
-        Mutex::new(Bar {
-            started: Instant::now(),
-            last: Instant::now(),
-            drawn: false,
-        })
-    });
+    .then(progress_bar);
     let syslog = cli
         .syslog
         .then(|| mm_core::syslog::Syslog::connect(TAG))

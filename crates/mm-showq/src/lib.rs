@@ -10,8 +10,9 @@ use std::io::Write;
 use clap::Parser;
 use mm_core::cli::{SelectArgs, SpoolArgs, words};
 use mm_core::clock;
+use mm_core::destination::{self, Destinations};
 use mm_core::report::{self, EntryView, QueueSummary};
-use mm_core::shape::{ShapeBy, ShapeRow, shape};
+use mm_core::shape::{AGE_COLUMNS, ShapeBy, ShapeRow, shape};
 
 /// Examples, in `--help` and in the man page (xtask renders it).
 pub const EXAMPLES: &[mm_core::cli::Example] = &[
@@ -22,6 +23,14 @@ pub const EXAMPLES: &[mm_core::cli::Example] = &[
     mm_core::cli::Example {
         what: "The shape of out/: pending recipients per domain, then entries per reason:",
         lines: &["mm-showq --by domain out", "mm-showq --by error out"],
+    },
+    mm_core::cli::Example {
+        what: "Postfix's qshape: pending recipients per domain and age (T 5 10 20 … 1280+ minutes):",
+        lines: &["mm-showq --by domain --age out | head"],
+    },
+    mm_core::cli::Example {
+        what: "The smarthosts remembered as failing, and how long their back-off lasts:",
+        lines: &["mm-showq --destinations"],
     },
     mm_core::cli::Example {
         what: "Entries for one domain, stuck for more than an hour:",
@@ -106,6 +115,14 @@ pub struct Cli {
     /// The shape of the queues: entries grouped by recipient domain, by error, or by age.
     #[arg(long, value_name = "KEY", value_parser = words::<ShapeBy, 3>(ShapeBy::ALL.map(ShapeBy::as_str)))]
     pub by: Option<ShapeBy>,
+    /// With `--by domain` or `--by error`: crossed with qshape's geometric
+    /// age buckets (columns T 5 10 20 … 1280 1280+ minutes).
+    #[arg(long, requires = "by")]
+    pub age: bool,
+    /// The destinations remembered as failing (`$SPOOL/.destinations/`):
+    /// failures in a row, since, until, the last error, probing or not.
+    #[arg(long, conflicts_with_all = ["queues", "queue_flags", "by"])]
+    pub destinations: bool,
     /// Add up the size of the entry files in the summary (a stat of every
     /// entry: several times slower on a big queue).
     #[arg(long)]
@@ -118,18 +135,22 @@ pub struct Cli {
     /// late the oldest due entry is; dead runners' claims; quarantined
     /// entries by reason class; runners per queue, slice and state. Every
     /// series is there, 0 when empty (see operations.md, "Watching the queue").
-    #[arg(long, conflicts_with_all = ["by", "runners", "bytes"])]
+    #[arg(long, conflicts_with_all = ["by", "runners", "bytes", "destinations"])]
     pub metrics: bool,
     /// The runners: each runner record with its queue and slice, whether it
     /// is alive, stalled or dead, the entries in its hands and since when,
     /// its last progress, its last pass and its last reply.
-    #[arg(long, conflicts_with_all = ["by", "bytes"])]
+    #[arg(long, conflicts_with_all = ["by", "bytes", "destinations"])]
     pub runners: bool,
     /// A live runner is stalled when due entries are waiting (in its queue
     /// and slice, or in its hands) and it made no progress and ended no
     /// pass for longer than this (--runners, --metrics).
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = mm_core::cli::parse_duration)]
     pub stalled_after: std::time::Duration,
+    /// The runner's give-up period, for the entries' `give_up_at`
+    /// (mm-runq's --give-up-after).
+    #[arg(long, value_name = "DUR", default_value = mm_core::cli::GIVE_UP_AFTER, value_parser = mm_core::cli::parse_duration)]
+    pub give_up_after: std::time::Duration,
     // Last: clap puts every flag after it under the selection heading.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -188,9 +209,16 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
+    } else if cli.destinations {
+        let rows = Destinations::view(&spool).views(now);
+        print_destinations(&mut out, &rows, cli.json, now)?;
     } else if let Some(by) = cli.by {
-        let rows = shape(&queues, &sel, by, now)?;
-        print_shape(&mut out, by, &rows, cli.json)?;
+        let rows = shape(&queues, &sel, by, cli.age, now)?;
+        if cli.age && !cli.json {
+            print_qshape(&mut out, by, &rows)?;
+        } else {
+            print_shape(&mut out, by, &rows, cli.json)?;
+        }
     } else if cli.queues.is_empty() {
         let mut rows = Vec::new();
         for q in &queues {
@@ -202,6 +230,19 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
             }
         } else {
             print_summary(&mut out, &rows, now)?;
+            let off: Vec<String> = Destinations::view(&spool)
+                .views(now)
+                .into_iter()
+                .filter(|d| d.backed_off)
+                .map(|d| d.destination)
+                .collect();
+            if !off.is_empty() {
+                writeln!(
+                    out,
+                    "backed off: {} (their entries are deferred untried; see mm-showq --destinations)",
+                    off.join(", ")
+                )?;
+            }
         }
     } else {
         for q in &queues {
@@ -214,6 +255,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     found.size,
                     found.entry.as_ref().map_err(Clone::clone),
                     now,
+                    cli.give_up_after,
                     false,
                 );
                 if let Some(s) = sel.slice {
@@ -307,6 +349,88 @@ fn print_shape(
     writeln!(out, "{:>8} {:>10}  {head}", "ENTRIES", "PENDING")?;
     for r in rows {
         writeln!(out, "{:>8} {:>10}  {}", r.entries, r.recipients, r.key)?;
+    }
+    Ok(())
+}
+
+/// qshape's table: a row per key (and TOTAL first), the count T, then the
+/// count of each age bucket; the counts are pending recipients for
+/// domains (qshape's), entries for errors.
+fn print_qshape(out: &mut impl Write, by: ShapeBy, rows: &[ShapeRow]) -> std::io::Result<()> {
+    let count = |r: &ShapeRow| match by {
+        ShapeBy::Domain => (r.recipients, r.recipients_by_age.unwrap_or_default()),
+        _ => (r.entries, r.entries_by_age.unwrap_or_default()),
+    };
+    let mut total = (0, [0; AGE_COLUMNS.len()]);
+    for r in rows {
+        let (t, b) = count(r);
+        total.0 += t;
+        total.1.iter_mut().zip(b).for_each(|(s, n)| *s += n);
+    }
+    let mut table: Vec<(String, u64, [u64; AGE_COLUMNS.len()])> =
+        vec![("TOTAL".into(), total.0, total.1)];
+    table.extend(rows.iter().map(|r| {
+        let (t, b) = count(r);
+        (mm_core::cli::one_line(&r.key), t, b)
+    }));
+    let key_w = table
+        .iter()
+        .map(|(k, ..)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let t_w = total.0.to_string().len();
+    let widths: Vec<usize> = AGE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, h)| h.len().max(total.1[i].to_string().len()))
+        .collect();
+    write!(out, "{:>key_w$} {:>t_w$}", "", "T")?;
+    for (h, w) in AGE_COLUMNS.iter().zip(&widths) {
+        write!(out, " {h:>w$}")?;
+    }
+    writeln!(out)?;
+    for (k, t, b) in &table {
+        write!(out, "{k:>key_w$} {t:>t_w$}")?;
+        for (n, w) in b.iter().zip(&widths) {
+            write!(out, " {n:>w$}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn print_destinations(
+    out: &mut impl Write,
+    rows: &[destination::View],
+    json: bool,
+    now: u64,
+) -> std::io::Result<()> {
+    if json {
+        return rows
+            .iter()
+            .try_for_each(|r| mm_core::cli::json_line(out, r));
+    }
+    writeln!(
+        out,
+        "{:<24} {:>8} {:<20} {:<20} {:<16} LAST ERROR",
+        "DESTINATION", "FAILURES", "SINCE", "UNTIL", "STATE"
+    )?;
+    for r in rows {
+        let state = match (r.probing, r.backed_off) {
+            (true, _) => "probing".to_string(),
+            (false, true) => format!("{} left", short_age(r.until_secs - now)),
+            (false, false) => "probe due".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<24} {:>8} {:<20} {:<20} {:<16} {}",
+            r.destination,
+            r.failures,
+            r.since,
+            r.until,
+            state,
+            mm_core::cli::one_line(&r.last_error)
+        )?;
     }
     Ok(())
 }

@@ -19,6 +19,8 @@
 //!   exit status and output, printing everything on failure.
 //! * [`is_root`], [`require_root`], [`strace_works`], [`poll_until`],
 //!   [`free_port`]: what tests ask of the machine and of time.
+//! * [`DelayRelay`] puts a round-trip time between a client and a server
+//!   on the loopback (the benchmark's delay rows).
 //! * [`golden`] compares an output with `tests/fixtures/golden/NAME`
 //!   (`MM_BLESS=1` rewrites the file).
 
@@ -32,6 +34,8 @@ mod cmd;
 mod mail;
 /// A private Postfix instance, and the system account of its pipe.
 pub mod postfix;
+/// A TCP relay that holds each direction's bytes for a fixed delay.
+mod relay;
 /// Postfix's smtp-sink, started and stopped.
 mod sink;
 /// A minimal SMTP client that sends exactly the bytes given.
@@ -41,6 +45,7 @@ pub mod smtp_script;
 
 pub use cmd::{DEFAULT_TIMEOUT, Out, Ran, Running, Tool};
 pub use mail::{MailServer, Received};
+pub use relay::DelayRelay;
 pub use sink::{Dump, SinkOptions, SmtpSink, parse_dump};
 
 use std::collections::BTreeMap;

@@ -271,6 +271,69 @@ impl Postfix {
         run_ok(self.postqueue_cmd().arg("-f"))
     }
 
+    /// `postconf -e NAME=VALUE ...`: changes main.cf (a running instance
+    /// sees it after [`Postfix::reload`]). The benchmark's instance relays
+    /// with it (`relayhost`, `default_transport`) and holds what it gets.
+    pub fn set(&self, settings: &[&str]) -> anyhow::Result<()> {
+        let postconf = program("postconf")?;
+        run_ok(
+            Tool::program(&postconf)
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("-e")
+                .args(settings),
+        )?;
+        Ok(())
+    }
+
+    /// `postsuper ARGS` on this instance (`-H ALL`: release what is held).
+    pub fn postsuper(&self, args: &[&str]) -> anyhow::Result<Out> {
+        let postsuper = program("postsuper")?;
+        run_ok(
+            Tool::program(&postsuper)
+                .arg("-c")
+                .arg(&self.conf)
+                .args(args),
+        )
+    }
+
+    /// `postfix reload`: the running daemons take the configuration again.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        run_ok(self.postfix_cmd().arg("reload"))?;
+        Ok(())
+    }
+
+    /// How many messages are in the queue, counted from its files (the
+    /// incoming, active, deferred and hold directories): cheap enough to
+    /// poll while thousands drain, unlike `postqueue -j`.
+    pub fn queued(&self) -> anyhow::Result<usize> {
+        self.queued_in(&["maildrop", "incoming", "active", "deferred", "hold"])
+    }
+
+    /// How many messages are in these queue directories (`deferred`, ...).
+    pub fn queued_in(&self, dirs: &[&str]) -> anyhow::Result<usize> {
+        let queue = self
+            .conf
+            .parent()
+            .map(|base| base.join("queue"))
+            .context("the configuration directory has no parent")?;
+        let mut n = 0;
+        for sub in dirs {
+            let dir = queue.join(sub);
+            if !dir.exists() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(&dir) {
+                // A file may go between listing and looking: not counted.
+                let Ok(e) = e else { continue };
+                if e.file_type().is_file() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// The whole log so far ("" if postlogd has not written it yet).
     pub fn log_text(&self) -> anyhow::Result<String> {
         match std::fs::read(&self.log) {

@@ -12,9 +12,12 @@
 //!   hand-written sections in `src/man/`; `--check` only compares (CI, and the
 //!   `#[test]` in `man.rs`).
 //! * `completions [--out DIR]`: bash, zsh and fish completions for every tool.
-//! * `bench [--max-backlog N] [--reps N] [WORKLOAD...]`: release build, then
-//!   each workload beside its physical floor (`src/bin/mm-floor.rs`), table
-//!   printed and written to `target/bench.json`.
+//! * `dist`: each tool built alone (`cargo build --profile dist -p TOOL`,
+//!   so features do not unify across the workspace) into `target/dist/`.
+//! * `bench [--max-backlog N] [--reps N] [WORKLOAD...]`: the dist build,
+//!   then each workload beside its physical floor (`src/bin/mm-floor.rs`)
+//!   or its peer (smtp-source, a private Postfix), table printed and written
+//!   to `target/bench.json`.
 //! * `demo`: the README's main job: enqueue, deliver to an in-process SMTP
 //!   server, show the queues, on any machine with no MTA.
 //! * `e2e [--keep]`: mm behind a real MTA: a private Postfix pipes mail into
@@ -37,6 +40,7 @@ mod bench;
 mod cluster;
 mod completions;
 mod demo;
+mod dist;
 mod e2e;
 mod man;
 mod sys;
@@ -94,7 +98,9 @@ enum Task {
         #[arg(value_name = "SCENARIO")]
         only: Vec<String>,
     },
-    /// Benchmarks beside the physical floor (release build; several minutes at 1,000,000 entries).
+    /// Build each tool alone with only what it uses (profile dist) into target/dist/.
+    Dist,
+    /// Benchmarks beside the physical floor and peers (dist build; many minutes at 1,000,000 entries).
     Bench {
         /// Largest backlog drained: 1000, 100000 or 1000000 (the default).
         #[arg(long, value_name = "N", default_value_t = 1_000_000)]
@@ -102,7 +108,8 @@ enum Task {
         /// Repetitions of each workload (the 1,000,000 backlog runs once).
         #[arg(long, value_name = "N", default_value_t = 3)]
         reps: usize,
-        /// Only the workloads whose names start with these: enqueue, drain, smtp.
+        /// Only the workloads whose names start with these: enqueue, drain, smtp, cpu, postfix,
+        /// rtt, startup (e.g. `cargo xtask bench --reps 1 rtt` for one group).
         #[arg(value_name = "WORKLOAD")]
         only: Vec<String>,
     },
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
         Task::Man { check } => man::run(&project_root(), check),
         Task::Completions { out } => completions::run(&project_root(), out),
         Task::Demo { keep } => demo::run(&project_root(), keep),
+        Task::Dist => dist::run(&project_root()),
         Task::E2e { keep } => e2e::run(&project_root(), keep),
         Task::Cluster { keep, only } => cluster::run(&project_root(), &only, keep),
         Task::Bench {

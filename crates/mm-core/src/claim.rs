@@ -32,7 +32,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -395,6 +395,11 @@ pub struct Claim {
     path: PathBuf,
     /// The decoded entry.
     pub entry: Entry,
+    /// Whether a spare (`ID.TOKEN.tmp`) may exist: false only while this
+    /// claim is known never to have made one, so that leaving the name
+    /// costs no `unlink` of a file that is not there (the hot path of a
+    /// drain: one recipient, nothing saved before the removal).
+    spare: AtomicBool,
 }
 
 /// What a claim attempt gave.
@@ -439,6 +444,14 @@ impl Claim {
             ));
         }
         match Claim::open(spool, queue, name.id, token, to.clone()) {
+            Ok(Claimed::Entry(c)) => {
+                // Just renamed from a name nobody held: no spare of this
+                // token can exist (every way a claim of ours leaves its name
+                // removes its spare first; one that failed to be removed is
+                // a stray temporary file, which mm-recover removes).
+                c.spare.store(false, Ordering::Relaxed);
+                Ok(Claimed::Entry(c))
+            }
             Ok(c) => Ok(c),
             Err(e) => {
                 // Not decoded, not quarantined (an I/O error): never left
@@ -474,6 +487,8 @@ impl Claim {
                 token: token.to_string(),
                 path,
                 entry,
+                // A takeover may find a spare of an earlier attempt.
+                spare: AtomicBool::new(true),
             }))),
             Err(e) => {
                 let reason = format!("cannot decode: {e}");
@@ -517,6 +532,7 @@ impl Claim {
     pub fn reserve(&self, slack: u64) -> Result<()> {
         let tmp = self.tmp_path();
         let len = self.entry.encode()?.len() as u64 + slack;
+        self.spare.store(true, Ordering::Relaxed);
         let spare = open_spare(&tmp)?;
         fsx::preallocate(&spare, len).map_err(io_err("cannot reserve space for", &tmp))?;
         let claimed = fs::OpenOptions::new()
@@ -551,6 +567,7 @@ impl Claim {
     fn save_bytes(&self, bytes: &[u8], check: &dyn Fn() -> Result<()>) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.tmp_path();
+        self.spare.store(true, Ordering::Relaxed);
         let written = (|| {
             let mut f = open_spare(&tmp)?;
             f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
@@ -593,7 +610,9 @@ impl Claim {
 
     /// Removes the spare, if any (the claim is leaving this name).
     fn drop_spare(&self) {
-        let _ = fs::remove_file(self.tmp_path());
+        if self.spare.load(Ordering::Relaxed) {
+            let _ = fs::remove_file(self.tmp_path());
+        }
     }
 
     /// Done with it: removes the entry. Not synced: if the unlink is lost in a

@@ -175,7 +175,7 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
                     rows.extend(b.smtp(&peers)?);
                 }
                 if want("cpu") {
-                    rows.push(b.cpu(&peers)?);
+                    rows.extend(b.cpu(&peers)?);
                 }
                 // One private Postfix for both groups, when we may run one.
                 let postfix = if want("postfix") || want("rtt") {
@@ -422,36 +422,13 @@ impl Bench {
                 if views && first.replace(false) {
                     *view_rows.borrow_mut() = self.views(&spool, n)?;
                 }
-                let t = self.timed(self.tool("mm-runq").arg("--spool").arg(&spool).args([
-                    "-q",
-                    "in",
-                    "--until-empty",
-                    "--discard",
-                    "--quiet",
-                ]))?;
-                ensure!(
-                    count_entries(&spool.join("in"))? == 0,
-                    "mm-runq left entries behind"
-                );
+                let t = self.discard_drain(&spool)?;
                 peak.set(peak.get().max(t.max_rss_kib));
                 fs::remove_dir_all(&spool)?;
                 Ok(n as f64 / t.secs)
             },
             || {
-                let dir = self.fresh_dir("drain-floor")?;
-                let size = entry_size.get().max(4096).to_string();
-                let st = self
-                    .floor(&["fill"])
-                    .arg(&dir)
-                    .args([n.to_string(), size])
-                    .status()?;
-                ensure!(st.success(), "mm-floor fill failed");
-                // Like a real backlog (and ours), the files are on disk, not
-                // only in the page cache: removing them then costs what it
-                // costs on disk (this file system discards freed blocks).
-                sync_fs(&dir)?;
-                let t = self.timed(self.floor(&["drain"]).arg(&dir))?;
-                fs::remove_dir_all(&dir)?;
+                let t = self.floor_drain("drain-floor", n, entry_size.get().max(4096))?;
                 Ok(n as f64 / t.secs)
             },
         )?;
@@ -584,8 +561,12 @@ impl Bench {
     /// CPU time per delivered message (user plus system, all threads, from
     /// getrusage of the finished process): mm-runq draining 2,000 entries of
     /// one recipient to smtp-sink over one connection, against smtp-source
-    /// sending as many.
-    fn cpu(&self, peers: &Peers) -> anyhow::Result<Row> {
+    /// sending as many. A second row splits off the queue's share: the same
+    /// drain with `--discard` (claim, read, remove; no SMTP) against
+    /// mm-floor's rename + read + unlink of as many files of the same size.
+    /// smtp-source's figure plus that floor is what a queued message's
+    /// delivery cannot do without.
+    fn cpu(&self, peers: &Peers) -> anyhow::Result<Vec<Row>> {
         let (msgs, port) = (2000usize, peers.sink.port());
         eprintln!("bench: CPU per message, 1 recipient, 1 connection, {msgs} messages");
         let us = |t: Timed| t.cpu_secs * 1e6 / msgs as f64;
@@ -594,7 +575,7 @@ impl Bench {
             || Ok(us(self.mm_smtp(msgs, 1, 1, port)?)),
             || Ok(us(peers.source(msgs, 1, 1, port)?)),
         )?;
-        Ok(Row {
+        let smtp = Row {
             workload: "CPU per message, SMTP, 1 rcpt, 1 connection".into(),
             unit: "µs/msg",
             ours,
@@ -603,7 +584,36 @@ impl Bench {
             target: None,
             at_most: Some(60.0),
             note: "user+sys of the process (getrusage), 4 KiB; ratio: lower is better".into(),
-        })
+        };
+        eprintln!("bench: CPU per message, the queue's share: a no-op drain of {msgs}");
+        let entry_size = Cell::new(4096u64);
+        let (ours, floor) = self.alternate(
+            self.reps,
+            || {
+                let spool = self.fresh_dir("cpu-drain-spool")?;
+                self.enqueue_files(&spool, "in", msgs, &[])?;
+                sync_fs(&spool)?;
+                entry_size.set(any_entry_size(&spool.join("in"))?.max(4096));
+                let t = self.discard_drain(&spool)?;
+                fs::remove_dir_all(&spool)?;
+                Ok(us(t))
+            },
+            || {
+                let t = self.floor_drain("cpu-drain-floor", msgs, entry_size.get())?;
+                Ok(us(t))
+            },
+        )?;
+        let disk = Row {
+            workload: "CPU per message, no-op drain (the queue's share)".into(),
+            unit: "µs/msg",
+            ours,
+            floor,
+            floor_what: "rename + read + unlink of as many files (mm-floor drain)",
+            target: None,
+            at_most: None,
+            note: "user+sys (getrusage); smtp-source + this floor = what a queued delivery cannot do without".into(),
+        };
+        Ok(vec![smtp, disk])
     }
 
     /// A private Postfix relaying to a smarthost (set per workload), or
@@ -818,6 +828,42 @@ impl Bench {
             count_entries(&spool.join("out"))? == 0,
             "mm-runq left entries behind (deferred?)"
         );
+        Ok(t)
+    }
+
+    /// `mm-runq --until-empty --discard` over the `in` queue of `spool`,
+    /// checked to leave it empty.
+    fn discard_drain(&self, spool: &Path) -> anyhow::Result<Timed> {
+        let t = self.timed(self.tool("mm-runq").arg("--spool").arg(spool).args([
+            "-q",
+            "in",
+            "--until-empty",
+            "--discard",
+            "--quiet",
+        ]))?;
+        ensure!(
+            count_entries(&spool.join("in"))? == 0,
+            "mm-runq left entries behind"
+        );
+        Ok(t)
+    }
+
+    /// The drain's floor: `mm-floor drain` over `n` files of `size` bytes
+    /// in a fresh directory named after `name`.
+    fn floor_drain(&self, name: &str, n: usize, size: u64) -> anyhow::Result<Timed> {
+        let dir = self.fresh_dir(name)?;
+        let st = self
+            .floor(&["fill"])
+            .arg(&dir)
+            .args([n.to_string(), size.to_string()])
+            .status()?;
+        ensure!(st.success(), "mm-floor fill failed");
+        // Like a real backlog (and ours), the files are on disk, not only in
+        // the page cache: removing them then costs what it costs on disk
+        // (this file system discards freed blocks).
+        sync_fs(&dir)?;
+        let t = self.timed(self.floor(&["drain"]).arg(&dir))?;
+        fs::remove_dir_all(&dir)?;
         Ok(t)
     }
 

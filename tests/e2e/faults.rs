@@ -613,3 +613,51 @@ fn a_smarthost_that_never_greets_costs_one_timeout_for_500_entries_and_the_next_
     );
     assert!(showq(&["--destinations", "--json"]).is_empty());
 }
+
+/// Server: a TCP listener that accepts and never greets. Mail that waits on
+/// a destination remembered as failing still gives up at its deadline: the
+/// entries deferred untried (all but the probe) carry the give-up clock too,
+/// and when it runs out every one of them bounces, none stays deferred.
+#[test]
+fn entries_waiting_on_a_dead_destination_give_up_at_their_deadline_untried_or_not() {
+    const N: usize = 20;
+    let s = TestSpool::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    enqueue_many(&s, "out", &["r@example.com"], N, |i| {
+        format!("Subject: {i}\n\nwait\n").into_bytes()
+    });
+    let drain = |offset: &str| {
+        runq(&s)
+            .env("MM_TEST_CLOCK_OFFSET", offset)
+            .args(["--until-empty", "--connect-timeout", "1s"])
+            .args(["--command-timeout", "1s", "--give-up-after", "1h"])
+            .args(["--smtp", &url])
+            .run()
+    };
+    drain("0").assert_code(0);
+    let rows = Tool::new("mm-showq")
+        .spool(&s)
+        .args(["--json", "--give-up-after", "1h", "out"])
+        .run()
+        .json_lines();
+    assert_eq!(rows.len(), N);
+    for r in &rows {
+        assert_eq!(r["state"], "deferred", "{r}");
+        assert!(r["give_up_at"].is_string(), "no deadline: {r}");
+    }
+    // Two hours on: past the deadline, and past the back-off.
+    let out = drain("7200");
+    out.assert_code(0);
+    assert!(
+        entries_in(&s, "out").is_empty(),
+        "entries still waiting past their deadline\n{out}"
+    );
+    assert_eq!(entries_in(&s, "bounces").len(), N, "{out}");
+}

@@ -1671,6 +1671,10 @@ fn deliver(
             probing = true;
         } else {
             state.until = state.until.max(clock::now_secs() + 60);
+            // The give-up clock runs for mail that waits on a dead
+            // destination too: without it, the entries that never get to
+            // probe would never expire (and never bounce).
+            c.entry.meta.first_attempt.get_or_insert(clock::now_secs());
             summary.deferred = pending.len() as u64;
             summary.backed_off = Some(state);
             return Ok(summary);

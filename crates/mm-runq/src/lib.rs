@@ -425,7 +425,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => std::path::Path::new("."),
         };
-        if file.file_name().is_none() || !dir.is_dir() {
+        if file.file_name().is_none() || !dir.is_dir() || file.is_dir() {
             return Err(config_error(format!(
                 "--metrics-file {}: not a file in an existing directory",
                 file.display()

@@ -414,9 +414,11 @@ pub fn runners(spool: &Spool, now: u64, stalled_after: Duration) -> Result<Vec<R
 }
 
 /// The slices no live runner runs, per queue, among the slicings its runners
-/// use: with runners of `out` for 1/3 and 2/3 only, `out` 3/3. A queue whose
-/// runners run the whole queue (`1/1`) misses nothing; slicings of more
-/// than 256 slices are left out (they would be listed slice by slice).
+/// use: with runners of `out` for 1/3 and 2/3 only, `out` 3/3. A queue that
+/// one slicing covers whole (a live runner for each of its slices, `1/1`
+/// included) misses nothing, whatever the dead records of other slicings
+/// say; slicings of more than 256 slices are left out (they would be listed
+/// slice by slice).
 pub fn missing_slices(rows: &[RunnerView]) -> Vec<(String, String)> {
     let mut run: BTreeMap<String, std::collections::BTreeSet<(u32, u32)>> = BTreeMap::new();
     let mut slicings: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
@@ -436,6 +438,11 @@ pub fn missing_slices(rows: &[RunnerView]) -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     for (q, ns) in slicings {
+        let live = run.get(&q);
+        let covered = |n: u32| (1..=n).all(|k| live.is_some_and(|s| s.contains(&(k, n))));
+        if ns.iter().any(|&n| covered(n)) {
+            continue;
+        }
         for n in ns.into_iter().filter(|n| *n <= 256) {
             for k in 1..=n {
                 if !run.get(&q).is_some_and(|s| s.contains(&(k, n))) {
@@ -619,5 +626,13 @@ mod tests {
             missing_slices(&rows),
             [("out".to_string(), "3/3".to_string())]
         );
+        // A dead record of an old slicing, while a live one covers the
+        // queue whole: nothing is missing.
+        let rows = [
+            row("out", "1/1", RunnerState::Dead),
+            row("out", "1/2", RunnerState::Alive),
+            row("out", "2/2", RunnerState::Stalled),
+        ];
+        assert_eq!(missing_slices(&rows), []);
     }
 }

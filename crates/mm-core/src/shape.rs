@@ -203,12 +203,13 @@ pub fn shape(
                 .unwrap_or(AGE_BUCKETS.len())
         });
     } else if ages {
-        // qshape's order: the most recipients (its count) first.
-        v.sort_by(|a, b| {
-            (b.recipients, b.entries)
-                .cmp(&(a.recipients, a.entries))
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        // qshape's order: the most of what the table counts first
+        // (recipients by domain, entries by error).
+        let count = |r: &ShapeRow| match by {
+            ShapeBy::Error => (r.entries, r.recipients),
+            _ => (r.recipients, r.entries),
+        };
+        v.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| a.key.cmp(&b.key)));
     } else {
         v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));
     }

@@ -12,8 +12,8 @@
 //! content or the new, never a part. It is not synced: it is advice for
 //! people and monitoring, never a basis for a change to an entry, and a
 //! machine crash makes its runner dead anyway. It is written at most once a
-//! second while something changes, at the end of each pass that took
-//! entries, and every 30 seconds otherwise; it is removed with the record.
+//! second while something changes (a pass that took entries included), and
+//! every 30 seconds otherwise; it is removed with the record.
 //!
 //! **Reading.** [`runners`] lists every runner record with its liveness
 //! (claim.rs) and its progress, and decides whether a live runner is

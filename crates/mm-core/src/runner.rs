@@ -514,12 +514,12 @@ impl Shared {
 
     /// Writes the progress file if it is due (progress.rs); a failure is
     /// said once, until a write succeeds again.
-    fn write_progress(&self, force: bool, told: &mut bool) {
+    fn write_progress(&self, told: &mut bool) {
         let me = self.me();
         if me.fenced().is_some() {
             return;
         }
-        match self.progress.flush(&self.spool, me.token(), force) {
+        match self.progress.flush(&self.spool, me.token(), false) {
             Ok(()) => *told = false,
             Err(e) if !*told => {
                 *told = true;
@@ -533,20 +533,17 @@ impl Shared {
     }
 
     /// Writes `--metrics-file`, if asked for: the totals of the passes
-    /// ended and what the current one did so far. Unless `now`, only when
-    /// the last write is a [`crate::progress::HEARTBEAT`] old (or none).
-    fn write_metrics(&self, now: bool) {
+    /// ended and what the current one did so far; only when the last write
+    /// is `every` old (or there was none), so that short passes do not
+    /// rewrite it per message.
+    fn write_metrics(&self, every: Duration) {
         let Some(path) = &self.cfg.metrics_file else {
             return;
         };
         let Ok(mut written) = self.metrics_written.lock() else {
             return;
         };
-        if !now
-            && written
-                .0
-                .is_some_and(|at| at.elapsed() < crate::progress::HEARTBEAT)
-        {
+        if written.0.is_some_and(|at| at.elapsed() < every) {
             return;
         }
         // The pass's lock first, as where a pass's counts move into the
@@ -577,18 +574,20 @@ impl Shared {
         }
     }
 
-    /// A pass ended: counted, the progress file and `--metrics-file`
-    /// written (after a pass that took entries at once, after an idle look
-    /// at most every [`crate::progress::HEARTBEAT`]).
+    /// A pass ended: counted; `--metrics-file` written after a pass that
+    /// took entries at most once a second, after an idle look at most every
+    /// [`crate::progress::HEARTBEAT`] (the progress file: by its thread,
+    /// within a second). The run's last counts are written at its end.
     fn pass_ended(&self, started: Instant, took: bool) {
         if let Ok(mut c) = self.counters.lock() {
             c.pass(started.elapsed(), clock::now_secs());
         }
         self.progress.pass_ended(took);
-        if took {
-            self.write_progress(true, &mut false);
-        }
-        self.write_metrics(took);
+        self.write_metrics(if took {
+            Duration::from_secs(1)
+        } else {
+            crate::progress::HEARTBEAT
+        });
     }
 
     fn me(&self) -> Arc<Registration> {
@@ -839,16 +838,17 @@ pub fn run(
             while let Err(RecvTimeoutError::Timeout) =
                 progress_stopped.recv_timeout(Duration::from_secs(1))
             {
-                sh.write_progress(false, &mut told);
+                sh.write_progress(&mut told);
                 // A long pass (a big backlog) shows in the metrics file
                 // while it runs, not only at its end.
-                sh.write_metrics(false);
+                sh.write_metrics(crate::progress::HEARTBEAT);
             }
         })
     };
 
     // Take back what dead runners left in our slice before anything else.
     let result = recover_own_slice(&shared).and_then(|()| run_passes(&shared));
+    shared.write_metrics(Duration::ZERO);
     shared.finisher.close();
     drop(renewer_stop);
     drop(progress_stop);

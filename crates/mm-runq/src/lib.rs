@@ -210,8 +210,9 @@ pub struct Cli {
     pub syslog: bool,
     /// Write the runner's counters (recipients by outcome, transactions,
     /// bytes, replies by class, passes and their duration) to FILE in the
-    /// Prometheus text format after each pass, atomically (a temporary file
-    /// beside it, then a rename): for node_exporter's textfile collector.
+    /// Prometheus text format after each pass (at most once a second) and at
+    /// the end, atomically (a temporary file beside it, then a rename): for
+    /// node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     /// List the entries a run would take now (due, in this slice, oldest

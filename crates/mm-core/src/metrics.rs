@@ -151,14 +151,35 @@ pub fn render(families: &[Family]) -> String {
     out
 }
 
+/// The directory `path` is written in.
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether [`write_file`] can write `path`: a file name in an existing
+/// directory, not a directory itself (said at a runner's start, not after
+/// its first pass: a typo in a unit file).
+pub fn check_file(path: &Path) -> Result<()> {
+    if path.file_name().is_none() || !dir_of(path).is_dir() || path.is_dir() {
+        return Err(Error::new(
+            crate::ErrorKind::Config,
+            format!(
+                "--metrics-file {}: not a file in an existing directory",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `text` to `path` atomically: a temporary file beside it (a hidden
 /// name that does not end in `.prom`, which the textfile collector skips),
 /// then a rename. A reader sees the old file or the new, never a part.
 pub fn write_file(path: &Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     let name = path.file_name().ok_or_else(|| {
         Error::new(
             crate::ErrorKind::Config,
@@ -282,9 +303,10 @@ impl RunCounters {
 pub fn runner_metrics(queue: &str, slice: Slice, stats: &Stats, c: &RunCounters) -> String {
     let slice = slice.to_string();
     let l = [("queue", queue), ("slice", slice.as_str())];
-    let counter = |name, help, v: u64| {
-        let mut f = Family::new(name, Kind::Counter, help);
-        f.push(&l, Value::Int(v));
+    // A family of one sample, labelled with the queue and slice.
+    let one = |name, kind, help, v: Value| {
+        let mut f = Family::new(name, kind, help);
+        f.push(&l, v);
         f
     };
     // A counter with one more label, `key`, one sample per value.
@@ -335,38 +357,41 @@ pub fn runner_metrics(queue: &str, slice: Slice, stats: &Stats, c: &RunCounters)
         "class",
         &classes,
     );
-    let mut pass_secs = Family::new(
-        "mm_runq_pass_duration_seconds_total",
-        Kind::Counter,
-        "Time spent in passes.",
-    );
-    pass_secs.push(&l, Value::Float(c.pass_seconds));
-    let mut last = Family::new(
-        "mm_runq_last_pass_duration_seconds",
-        Kind::Gauge,
-        "How long the last pass took.",
-    );
-    last.push(&l, Value::Float(c.last_pass_seconds));
-    let mut end = Family::new(
-        "mm_runq_last_pass_end_timestamp_seconds",
-        Kind::Gauge,
-        "When the last pass ended (Unix time).",
-    );
-    end.push(&l, Value::Int(c.last_pass_end));
     render(&[
         rcpts,
         entries,
         tx,
-        counter(
+        one(
             "mm_runq_bytes_total",
+            Kind::Counter,
             "Message bytes (as stored) of the accepted transactions.",
-            c.bytes,
+            Value::Int(c.bytes),
         ),
         replies,
-        counter("mm_runq_passes_total", "Passes ended.", c.passes),
-        pass_secs,
-        last,
-        end,
+        one(
+            "mm_runq_passes_total",
+            Kind::Counter,
+            "Passes ended.",
+            Value::Int(c.passes),
+        ),
+        one(
+            "mm_runq_pass_duration_seconds_total",
+            Kind::Counter,
+            "Time spent in passes.",
+            Value::Float(c.pass_seconds),
+        ),
+        one(
+            "mm_runq_last_pass_duration_seconds",
+            Kind::Gauge,
+            "How long the last pass took.",
+            Value::Float(c.last_pass_seconds),
+        ),
+        one(
+            "mm_runq_last_pass_end_timestamp_seconds",
+            Kind::Gauge,
+            "When the last pass ended (Unix time).",
+            Value::Int(c.last_pass_end),
+        ),
     ])
 }
 
@@ -590,7 +615,7 @@ pub fn spool_metrics(
             }
         }
     }
-    let rows = progress::runners(spool, now, stalled_after)?;
+    let rows = progress::runners(spool, named, now, stalled_after)?;
     // Every queue has its slices' runner counts; a queue with no runner the
     // whole queue's, "1/1", at 0.
     let mut slices: BTreeMap<(String, String), [u64; 3]> = BTreeMap::new();
@@ -599,9 +624,7 @@ pub fn spool_metrics(
     }
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for r in &rows {
-        if let (Some(q), Some(s)) = (&r.queue, &r.slice)
-            && (named.is_empty() || list.contains_key(q))
-        {
+        if let (Some(q), Some(s)) = (&r.queue, &r.slice) {
             seen.insert(q.clone());
             let counts = slices.entry((q.clone(), s.clone())).or_insert([0; 3]);
             if let Some(i) = RunnerState::ALL.iter().position(|st| *st == r.state) {
@@ -656,9 +679,6 @@ pub fn spool_metrics(
         let (Some(q), Some(s)) = (&r.queue, &r.slice) else {
             continue;
         };
-        if !named.is_empty() && !list.contains_key(q) {
-            continue;
-        }
         let host = r.host.clone().unwrap_or_default();
         // No state label: a runner's series stay one series when it stalls.
         let l = [

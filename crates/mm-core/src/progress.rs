@@ -119,15 +119,29 @@ pub fn remove(spool: &Spool, token: &str) {
 }
 
 /// The runner's side: what it is doing, in memory, written by [`flush`].
+/// What changes per message is kept as it comes (ids, the raw reply) and
+/// made into the file's text only when the file is written.
 ///
 /// [`flush`]: Tracker::flush
 #[derive(Debug)]
 pub struct Tracker {
-    state: Mutex<Progress>,
+    state: Mutex<Live>,
     /// Bumped by every change worth writing at once.
     generation: AtomicU64,
     /// The generation last written, when, and under which token.
     written: Mutex<Option<(u64, Instant, String)>>,
+}
+
+/// A [`Tracker`]'s state: the file's fields, but the entries in hand and
+/// the last reply as they come.
+#[derive(Debug)]
+struct Live {
+    /// Everything else (`in_hand` empty, `last_reply` unset).
+    fixed: Progress,
+    /// The entries in hand and since when, oldest claim first.
+    in_hand: Vec<(EntryId, u64)>,
+    /// The last reply, as received.
+    last_reply: Option<String>,
 }
 
 impl Tracker {
@@ -135,15 +149,19 @@ impl Tracker {
     pub fn new(token: &str, queue: &QueueName, slice: Slice) -> Tracker {
         let now = clock::now_secs();
         Tracker {
-            state: Mutex::new(Progress {
-                token: token.to_string(),
-                queue: queue.to_string(),
-                slice: slice.to_string(),
-                started: now,
-                updated: now,
-                last_progress: now,
-                last_pass: None,
-                passes: 0,
+            state: Mutex::new(Live {
+                fixed: Progress {
+                    token: token.to_string(),
+                    queue: queue.to_string(),
+                    slice: slice.to_string(),
+                    started: now,
+                    updated: now,
+                    last_progress: now,
+                    last_pass: None,
+                    passes: 0,
+                    in_hand: Vec::new(),
+                    last_reply: None,
+                },
                 in_hand: Vec::new(),
                 last_reply: None,
             }),
@@ -152,7 +170,7 @@ impl Tracker {
         }
     }
 
-    fn change(&self, f: impl FnOnce(&mut Progress)) {
+    fn change(&self, f: impl FnOnce(&mut Live)) {
         if let Ok(mut p) = self.state.lock() {
             f(&mut p);
         }
@@ -163,20 +181,16 @@ impl Tracker {
     pub fn took(&self, id: EntryId) {
         self.change(|p| {
             let now = clock::now_secs();
-            p.last_progress = now;
-            p.in_hand.push(InHand {
-                id: id.to_string(),
-                since: now,
-            });
+            p.fixed.last_progress = now;
+            p.in_hand.push((id, now));
         });
     }
 
     /// The runner is done with an entry (whatever became of it).
     pub fn done(&self, id: EntryId) {
-        let id = id.to_string();
         self.change(|p| {
-            p.last_progress = clock::now_secs();
-            p.in_hand.retain(|h| h.id != id);
+            p.fixed.last_progress = clock::now_secs();
+            p.in_hand.retain(|(held, _)| *held != id);
         });
     }
 
@@ -184,9 +198,12 @@ impl Tracker {
     /// reply).
     pub fn advanced(&self, reply: Option<&str>) {
         self.change(|p| {
-            p.last_progress = clock::now_secs();
+            p.fixed.last_progress = clock::now_secs();
             if let Some(r) = reply {
-                p.last_reply = Some(crate::report::one_line(r));
+                // The buffer of the last one, reused.
+                let buf = p.last_reply.get_or_insert_with(String::new);
+                buf.clear();
+                buf.push_str(r);
             }
         });
     }
@@ -195,8 +212,8 @@ impl Tracker {
     /// at once; an idle look shows at the next heartbeat.
     pub fn pass_ended(&self, took_entries: bool) {
         if let Ok(mut p) = self.state.lock() {
-            p.last_pass = Some(clock::now_secs());
-            p.passes += 1;
+            p.fixed.last_pass = Some(clock::now_secs());
+            p.fixed.passes += 1;
         }
         if took_entries {
             self.generation.fetch_add(1, Ordering::SeqCst);
@@ -205,7 +222,18 @@ impl Tracker {
 
     /// A copy of the progress as it is now.
     pub fn snapshot(&self) -> Option<Progress> {
-        self.state.lock().ok().map(|p| p.clone())
+        self.state.lock().ok().map(|p| Progress {
+            in_hand: p
+                .in_hand
+                .iter()
+                .map(|(id, since)| InHand {
+                    id: id.to_string(),
+                    since: *since,
+                })
+                .collect(),
+            last_reply: p.last_reply.as_deref().map(crate::report::one_line),
+            ..p.fixed.clone()
+        })
     }
 
     /// Writes the progress file under `token` if it changed since the last
@@ -327,10 +355,16 @@ pub struct RunnerView {
 
 /// The runner records of the spool, in (queue, slice, token) order, each with
 /// its liveness and progress; `stalled_after` is the threshold of
-/// [`RunnerState::Stalled`]. Records of other tools (mm-recover) are listed
-/// too, without a queue. Reads only: nothing is written or locked for long
-/// (a liveness test takes a record's lock and gives it back at once).
-pub fn runners(spool: &Spool, now: u64, stalled_after: Duration) -> Result<Vec<RunnerView>> {
+/// [`RunnerState::Stalled`]. With `of` not empty, only the runners of those
+/// queues; otherwise every record, those of other tools (mm-recover) too,
+/// without a queue. Reads only: nothing is written or locked for long (a
+/// liveness test takes a record's lock and gives it back at once).
+pub fn runners(
+    spool: &Spool,
+    of: &[crate::spool::Queue],
+    now: u64,
+    stalled_after: Duration,
+) -> Result<Vec<RunnerView>> {
     let dir = spool.root().join(".runners");
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
@@ -357,6 +391,13 @@ pub fn runners(spool: &Spool, now: u64, stalled_after: Duration) -> Result<Vec<R
             continue;
         }
         let progress = read(spool, &token);
+        if !of.is_empty()
+            && !progress
+                .as_ref()
+                .is_some_and(|p| of.iter().any(|q| q.name().as_str() == p.queue))
+        {
+            continue;
+        }
         let waiting = progress.as_ref().and_then(|p| {
             *due.entry((p.queue.clone(), p.slice.clone()))
                 .or_insert_with(|| due_in(spool, &p.queue, &p.slice, now))
@@ -521,19 +562,19 @@ mod tests {
         t.took(EntryId::generate(1_000_000, &[b"y"]));
         t.flush(&spool, me.token(), true).unwrap();
         let now = clock::now_secs();
-        let rows = runners(&spool, now, Duration::from_secs(60)).unwrap();
+        let rows = runners(&spool, &[], now, Duration::from_secs(60)).unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].state, RunnerState::Alive);
         assert_eq!(rows[0].queue.as_deref(), Some("out"));
         assert_eq!(rows[0].in_hand.len(), 1);
         // Two minutes on, with an entry in hand and nothing done: stalled.
-        let rows = runners(&spool, now + 120, Duration::from_secs(60)).unwrap();
+        let rows = runners(&spool, &[], now + 120, Duration::from_secs(60)).unwrap();
         assert_eq!(rows[0].state, RunnerState::Stalled, "{rows:?}");
         // With nothing in hand and nothing due: alive, however idle.
         let id = EntryId::parse(&rows[0].in_hand[0].id).unwrap();
         t.done(id);
         t.flush(&spool, me.token(), true).unwrap();
-        let rows = runners(&spool, now + 120, Duration::from_secs(60)).unwrap();
+        let rows = runners(&spool, &[], now + 120, Duration::from_secs(60)).unwrap();
         assert_eq!(rows[0].state, RunnerState::Alive, "{rows:?}");
         // A record whose lock is free: dead (a record left by a killed runner).
         let token = me.token().to_string();
@@ -545,7 +586,7 @@ mod tests {
         );
         std::fs::write(spool.root().join(".runners").join(&token), record).unwrap();
         t.flush(&spool, &token, true).unwrap();
-        let rows = runners(&spool, now, Duration::from_secs(60)).unwrap();
+        let rows = runners(&spool, &[], now, Duration::from_secs(60)).unwrap();
         assert_eq!(rows[0].state, RunnerState::Dead, "{rows:?}");
         assert!(rows[0].dead_because.is_some());
         assert_eq!(rows[0].pid, Some(std::process::id()));

@@ -77,6 +77,17 @@ pub struct ShapeRow {
 /// Age buckets, in minutes, as Postfix's qshape draws them.
 const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
 
+impl ShapeRow {
+    /// What qshape's table counts of this row, in all and per age bucket:
+    /// pending recipients by domain (qshape's count), entries by error.
+    pub fn counted(&self, by: ShapeBy) -> (u64, [u64; AGE_COLUMNS.len()]) {
+        match by {
+            ShapeBy::Domain => (self.recipients, self.recipients_by_age.unwrap_or_default()),
+            _ => (self.entries, self.entries_by_age.unwrap_or_default()),
+        }
+    }
+}
+
 /// The columns of the age buckets, as qshape heads them: younger than 5
 /// minutes, 5 to 10, … 640 to 1280, older.
 pub const AGE_COLUMNS: [&str; 10] = [
@@ -203,12 +214,8 @@ pub fn shape(
                 .unwrap_or(AGE_BUCKETS.len())
         });
     } else if ages {
-        // qshape's order: the most of what the table counts first
-        // (recipients by domain, entries by error).
-        let count = |r: &ShapeRow| match by {
-            ShapeBy::Error => (r.entries, r.recipients),
-            _ => (r.recipients, r.entries),
-        };
+        // qshape's order: the most of what the table counts first.
+        let count = |r: &ShapeRow| (r.counted(by).0, r.entries, r.recipients);
         v.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| a.key.cmp(&b.key)));
     } else {
         v.sort_by(|a, b| b.entries.cmp(&a.entries).then_with(|| a.key.cmp(&b.key)));

@@ -421,17 +421,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         metrics_file: cli.metrics_file.clone(),
     };
     if let Some(file) = &cfg.metrics_file {
-        // Said at once, not after the first pass: a typo in a unit file.
-        let dir = match file.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        if file.file_name().is_none() || !dir.is_dir() || file.is_dir() {
-            return Err(config_error(format!(
-                "--metrics-file {}: not a file in an existing directory",
-                file.display()
-            )));
-        }
+        mm_core::metrics::check_file(file)?;
     }
     let spool = cli.spool.open()?;
     if cli.dry_run {

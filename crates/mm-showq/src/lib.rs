@@ -187,14 +187,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
             let text = mm_core::metrics::spool_metrics(&spool, &named, now, cli.stalled_after)?;
             out.write_all(text.as_bytes())?;
         } else {
-            let mut rows = mm_core::progress::runners(&spool, now, cli.stalled_after)?;
-            if !named.is_empty() {
-                rows.retain(|r| {
-                    r.queue
-                        .as_deref()
-                        .is_some_and(|q| named.iter().any(|n| n.name().as_str() == q))
-                });
-            }
+            let rows = mm_core::progress::runners(&spool, &named, now, cli.stalled_after)?;
             if cli.json {
                 for r in &rows {
                     mm_core::cli::json_line(&mut out, r)?;
@@ -357,10 +350,7 @@ fn print_shape(
 /// count of each age bucket; the counts are pending recipients for
 /// domains (qshape's), entries for errors.
 fn print_qshape(out: &mut impl Write, by: ShapeBy, rows: &[ShapeRow]) -> std::io::Result<()> {
-    let count = |r: &ShapeRow| match by {
-        ShapeBy::Domain => (r.recipients, r.recipients_by_age.unwrap_or_default()),
-        _ => (r.entries, r.entries_by_age.unwrap_or_default()),
-    };
+    let count = |r: &ShapeRow| r.counted(by);
     let mut total = (0, [0; AGE_COLUMNS.len()]);
     for r in rows {
         let (t, b) = count(r);

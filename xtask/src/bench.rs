@@ -19,7 +19,10 @@
 //! same smtp-sink (`postfix`); delivery through a relay that delays each
 //! direction by 1 ms (`DelayRelay`), mm against smtp-source and against
 //! Postfix's smtp client (`rtt`); each binary's size and start-up time
-//! (`startup`). The tools are the `cargo xtask dist` binaries, each built
+//! (`startup`). The delivery floor (`mm-floor deliver`, and `deliver-ahead`
+//! with the next envelope behind the data) runs beside the CPU row and the
+//! 1-recipient, 4-connection SMTP row: what any queue that claims a file per
+//! message could reach there. The tools are the `cargo xtask dist` binaries, each built
 //! alone with only what it uses. The table is printed and written to
 //! `target/bench.json`.
 
@@ -278,6 +281,27 @@ impl Bench {
         Ok((a, b))
     }
 
+    /// [`alternate`](Bench::alternate) for more than two sides: repetition
+    /// `r` starts with side `r % n` and goes round, so that every side runs
+    /// first, last and between the others alike. The medians, in order.
+    fn rotate(
+        &self,
+        reps: usize,
+        sides: &mut [&mut dyn FnMut() -> anyhow::Result<f64>],
+    ) -> anyhow::Result<Vec<f64>> {
+        let n = sides.len();
+        let mut got: Vec<Vec<f64>> = vec![Vec::new(); n];
+        for r in 0..reps {
+            for k in 0..n {
+                let i = (r + k) % n;
+                got[i].push(sides[i]()?);
+            }
+        }
+        let medians: Vec<f64> = got.into_iter().map(median).collect();
+        eprintln!("bench:   ours, then the others: {medians:.1?}");
+        Ok(medians)
+    }
+
     /// The MTA-pipe case: one mm-enqueue process per message, against one
     /// minimal process per durable file.
     fn enqueue_per_process(&self, n: usize) -> anyhow::Result<Row> {
@@ -523,16 +547,30 @@ impl Bench {
     fn smtp(&self, peers: &Peers) -> anyhow::Result<Vec<Row>> {
         let port = peers.sink.port();
         let mut rows = Vec::new();
+        let size = self.entry_size()?;
         for (rcpts, msgs) in [(1usize, 2000usize), (50, 1000)] {
             for conns in [1usize, 4] {
                 eprintln!(
                     "bench: SMTP, {rcpts} recipient(s), {conns} connection(s), {msgs} messages"
                 );
-                let (ours, floor) = self.alternate(
-                    self.reps,
-                    || Ok(msgs as f64 / self.mm_smtp(msgs, conns, rcpts, port)?.secs),
-                    || Ok(msgs as f64 / peers.source(msgs, conns, rcpts, port)?.secs),
-                )?;
+                let rate = |t: Timed| msgs as f64 / t.secs;
+                let mut ours = || Ok(rate(self.mm_smtp(msgs, conns, rcpts, port)?));
+                let mut source = || Ok(rate(peers.source(msgs, conns, rcpts, port)?));
+                // With one recipient over four connections (CPU-bound on
+                // two cores) the delivery floor runs beside them: what any
+                // queue that claims a file per message could reach here.
+                let floors = rcpts == 1 && conns > 1;
+                let mut floor = || Ok(rate(self.floor_deliver(msgs, conns, port, false, size)?));
+                let mut ahead = || Ok(rate(self.floor_deliver(msgs, conns, port, true, size)?));
+                let got = if floors {
+                    self.rotate(
+                        self.reps,
+                        &mut [&mut ours, &mut source, &mut floor, &mut ahead],
+                    )?
+                } else {
+                    self.rotate(self.reps, &mut [&mut ours, &mut source])?
+                };
+                let (ours, floor) = (got[0], got[1]);
                 rows.push(Row {
                     workload: format!(
                         "SMTP to smtp-sink, {rcpts} rcpt{}, {conns} connection{}",
@@ -551,8 +589,33 @@ impl Bench {
                         _ => 0.8,
                     }),
                     at_most: None,
-                    note: "per-recipient outcomes recorded".into(),
+                    note: if floors {
+                        format!(
+                            "CPU-bound (2 cores); the delivery floor reaches {:.2} of smtp-source, {:.2} with the next envelope behind the data",
+                            got[2] / got[1],
+                            got[3] / got[1]
+                        )
+                    } else {
+                        "per-recipient outcomes recorded".into()
+                    },
                 });
+                if floors {
+                    rows.push(Row {
+                        workload: format!(
+                            "SMTP to smtp-sink, 1 rcpt, {conns} connections, vs the delivery floor"
+                        ),
+                        unit: "msg/s",
+                        ours,
+                        floor: got[2],
+                        floor_what: "mm-floor deliver: rename, read, pipelined envelope, data, unlink",
+                        target: None,
+                        at_most: None,
+                        note: format!(
+                            "deliver-ahead (the next envelope behind the data): {:.0} msg/s",
+                            got[3]
+                        ),
+                    });
+                }
             }
         }
         Ok(rows)
@@ -570,20 +633,38 @@ impl Bench {
         let (msgs, port) = (2000usize, peers.sink.port());
         eprintln!("bench: CPU per message, 1 recipient, 1 connection, {msgs} messages");
         let us = |t: Timed| t.cpu_secs * 1e6 / msgs as f64;
-        let (ours, floor) = self.alternate(
+        let size = self.entry_size()?;
+        let got = self.rotate(
             self.reps,
-            || Ok(us(self.mm_smtp(msgs, 1, 1, port)?)),
-            || Ok(us(peers.source(msgs, 1, 1, port)?)),
+            &mut [
+                &mut || Ok(us(self.mm_smtp(msgs, 1, 1, port)?)),
+                &mut || Ok(us(peers.source(msgs, 1, 1, port)?)),
+                &mut || Ok(us(self.floor_deliver(msgs, 1, port, false, size)?)),
+                &mut || Ok(us(self.floor_deliver(msgs, 1, port, true, size)?)),
+            ],
         )?;
         let smtp = Row {
             workload: "CPU per message, SMTP, 1 rcpt, 1 connection".into(),
             unit: "µs/msg",
-            ours,
-            floor,
+            ours: got[0],
+            floor: got[1],
             floor_what: "smtp-source (Postfix's load generator), same sink",
             target: None,
             at_most: Some(60.0),
             note: "user+sys of the process (getrusage), 4 KiB; ratio: lower is better".into(),
+        };
+        let delivery = Row {
+            workload: "CPU per message, SMTP, 1 rcpt, 1 connection, vs the delivery floor".into(),
+            unit: "µs/msg",
+            ours: got[0],
+            floor: got[2],
+            floor_what: "mm-floor deliver: rename, read, pipelined envelope, data, unlink",
+            target: None,
+            at_most: None,
+            note: format!(
+                "deliver-ahead (the next envelope behind the data, one wait per message): {:.0} µs",
+                got[3]
+            ),
         };
         eprintln!("bench: CPU per message, the queue's share: a no-op drain of {msgs}");
         let entry_size = Cell::new(4096u64);
@@ -613,7 +694,7 @@ impl Bench {
             at_most: None,
             note: "user+sys (getrusage); smtp-source + this floor = what a queued delivery cannot do without".into(),
         };
-        Ok(vec![smtp, disk])
+        Ok(vec![smtp, delivery, disk])
     }
 
     /// A private Postfix relaying to a smarthost (set per workload), or
@@ -851,6 +932,17 @@ impl Bench {
     /// The drain's floor: `mm-floor drain` over `n` files of `size` bytes
     /// in a fresh directory named after `name`.
     fn floor_drain(&self, name: &str, n: usize, size: u64) -> anyhow::Result<Timed> {
+        let dir = self.floor_files(name, n, size)?;
+        let t = self.timed(self.floor(&["drain"]).arg(&dir))?;
+        fs::remove_dir_all(&dir)?;
+        Ok(t)
+    }
+
+    /// A fresh directory named after `name` with `n` files of `size` bytes
+    /// (`mm-floor fill`). Like a real backlog (and ours), the files are on
+    /// disk, not only in the page cache: removing them then costs what it
+    /// costs on disk (this file system discards freed blocks).
+    fn floor_files(&self, name: &str, n: usize, size: u64) -> anyhow::Result<PathBuf> {
         let dir = self.fresh_dir(name)?;
         let st = self
             .floor(&["fill"])
@@ -858,11 +950,42 @@ impl Bench {
             .args([n.to_string(), size.to_string()])
             .status()?;
         ensure!(st.success(), "mm-floor fill failed");
-        // Like a real backlog (and ours), the files are on disk, not only in
-        // the page cache: removing them then costs what it costs on disk
-        // (this file system discards freed blocks).
         sync_fs(&dir)?;
-        let t = self.timed(self.floor(&["drain"]).arg(&dir))?;
+        Ok(dir)
+    }
+
+    /// The size of one of our entries of the benchmark's message with one
+    /// recipient: what the delivery floor's files are given.
+    fn entry_size(&self) -> anyhow::Result<u64> {
+        let spool = self.fresh_dir("entry-size")?;
+        self.enqueue_files(&spool, "out", 1, &[])?;
+        let size = any_entry_size(&spool.join("out"))?;
+        fs::remove_dir_all(&spool)?;
+        Ok(size)
+    }
+
+    /// The delivery floor: `mm-floor deliver` (or `deliver-ahead`) of `n`
+    /// files of `size` bytes, on disk like our entries, to the sink at
+    /// `port` over `conns` connections.
+    fn floor_deliver(
+        &self,
+        n: usize,
+        conns: usize,
+        port: u16,
+        ahead: bool,
+        size: u64,
+    ) -> anyhow::Result<Timed> {
+        let dir = self.floor_files("deliver-floor", n, size)?;
+        let mode = if ahead { "deliver-ahead" } else { "deliver" };
+        let t = self.timed(
+            self.floor(&[mode])
+                .arg(&dir)
+                .args([port.to_string(), conns.to_string()]),
+        )?;
+        ensure!(
+            fs::read_dir(&dir)?.next().is_none(),
+            "mm-floor {mode} left files behind"
+        );
         fs::remove_dir_all(&dir)?;
         Ok(t)
     }

@@ -12,6 +12,19 @@
 //!   read it, unlink it.
 //! * `list DIR`: read every directory under DIR and count the names (what a
 //!   summary of the queue needs at the least).
+//! * `deliver DIR PORT CONNS`: a queued SMTP delivery and nothing else: the
+//!   files of DIR are shared among CONNS threads, each with one connection
+//!   to 127.0.0.1:PORT (`TCP_NODELAY`, one EHLO); for each file: rename it
+//!   (the claim), read it, send `MAIL`, `RCPT` and `DATA` in one write (the
+//!   server must offer PIPELINING), read their three replies, send the file
+//!   and the final dot in one write, read the reply, unlink the file: two
+//!   waits for the server per message, as mm-runq does. The file is sent as
+//!   it is (`fill` writes CRLF lines, nothing to stuff), and a reply is only
+//!   looked at for its first digit.
+//! * `deliver-ahead DIR PORT CONNS`: the same, but the next file is claimed
+//!   and read before the data goes out, and its envelope is sent behind the
+//!   data in the same write (RFC 2920 3.1 allows it): one wait per message,
+//!   the least a queue that claims a file per message can do.
 //!
 //! Standard library only, no error recovery: a failure panics, which the
 //! benchmark reports.
@@ -22,7 +35,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,7 +62,13 @@ fn main() {
         }
         "fill" => {
             let (dir, n, size) = (Path::new(arg(1)), num(2), num(3));
-            let body = vec![b'x'; size];
+            // CRLF lines of 78 characters: sendable as they are (`deliver`).
+            let mut body: Vec<u8> = b"Subject: floor\r\n\r\n".to_vec();
+            while body.len() < size {
+                let k = (size - body.len()).saturating_sub(2).clamp(1, 78);
+                body.extend(std::iter::repeat_n(b'x', k));
+                body.extend_from_slice(b"\r\n");
+            }
             for i in 0..n {
                 fs::write(dir.join(format!("{i:010}.pck")), &body).expect("write");
             }
@@ -83,6 +102,24 @@ fn main() {
             walk(Path::new(arg(1)), &mut n);
             println!("{n}");
         }
+        mode @ ("deliver" | "deliver-ahead") => {
+            let (dir, port, conns) = (Path::new(arg(1)), num(2) as u16, num(3).max(1));
+            let ahead = mode == "deliver-ahead";
+            let mut files: Vec<_> = fs::read_dir(dir)
+                .expect("read_dir")
+                .map(|e| e.expect("dirent").path())
+                .collect();
+            files.sort();
+            let files = &files;
+            std::thread::scope(|s| {
+                for c in 0..conns {
+                    s.spawn(move || {
+                        let mine: Vec<&PathBuf> = files.iter().skip(c).step_by(conns).collect();
+                        deliver(&mine, port, ahead);
+                    });
+                }
+            });
+        }
         other => panic!("mm-floor: unknown mode {other}"),
     }
 }
@@ -103,6 +140,90 @@ fn durable_file(dir: &Path, name: &str, bytes: &[u8]) {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .expect("fsync dir");
+}
+
+/// One connection's share of `deliver` (or `deliver-ahead`).
+fn deliver(files: &[&PathBuf], port: u16, ahead: bool) {
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_nodelay(true).expect("TCP_NODELAY");
+    let mut replies = Replies {
+        sock: sock.try_clone().expect("clone"),
+        buf: Vec::with_capacity(4096),
+    };
+    replies.expect(1, b'2'); // the greeting
+    sock.write_all(b"EHLO floor.example\r\n").expect("EHLO");
+    replies.expect(1, b'2');
+    let envelope = b"MAIL FROM:<owner@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
+    let envelope_replies = |replies: &mut Replies| {
+        replies.expect(2, b'2');
+        replies.expect(1, b'3');
+    };
+    // Claim (rename) and read one file; the data to send, dot included.
+    let take = |path: &PathBuf| {
+        let claimed = path.with_extension("bak");
+        fs::rename(path, &claimed).expect("rename");
+        let mut data = Vec::new();
+        File::open(&claimed)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .expect("read");
+        data.extend_from_slice(b"\r\n.\r\n");
+        (claimed, data)
+    };
+    let mut next = files.first().map(|p| take(p));
+    let mut sent_ahead = false;
+    for i in 0..files.len() {
+        let (claimed, mut data) = next.take().expect("a claimed file");
+        if !sent_ahead {
+            sock.write_all(envelope).expect("envelope");
+        }
+        envelope_replies(&mut replies);
+        if let Some(p) = files.get(i + 1) {
+            // Ahead: the next file is claimed before this one's data goes
+            // out, and its envelope rides behind the data.
+            if ahead {
+                next = Some(take(p));
+                data.extend_from_slice(envelope);
+            }
+        }
+        sent_ahead = ahead;
+        sock.write_all(&data).expect("data");
+        replies.expect(1, b'2');
+        fs::remove_file(&claimed).expect("unlink");
+        if next.is_none()
+            && let Some(p) = files.get(i + 1)
+        {
+            next = Some(take(p));
+        }
+    }
+    sock.write_all(b"QUIT\r\n").expect("QUIT");
+}
+
+/// The server's replies, read as they come: EHLO's lines count as one.
+struct Replies {
+    sock: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Replies {
+    /// Reads `n` whole replies, each of which must start with `digit`.
+    fn expect(&mut self, n: usize, digit: u8) {
+        for _ in 0..n {
+            loop {
+                if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    let line: Vec<u8> = self.buf.drain(..end + 2).collect();
+                    assert_eq!(line[0], digit, "mm-floor: unexpected reply {line:?}");
+                    if line.get(3) != Some(&b'-') {
+                        break;
+                    }
+                    continue;
+                }
+                let mut chunk = [0u8; 4096];
+                let k = self.sock.read(&mut chunk).expect("read reply");
+                assert!(k > 0, "mm-floor: the server closed the connection");
+                self.buf.extend_from_slice(&chunk[..k]);
+            }
+        }
+    }
 }
 
 fn nanos() -> u128 {

@@ -259,31 +259,21 @@ impl Bench {
         Ok(d)
     }
 
-    /// Runs `f(ours_first)` for each repetition, alternating the order.
+    /// Ours and the floor (or peer), A B then B A ...: their medians.
     fn alternate(
         &self,
         reps: usize,
         mut ours: impl FnMut() -> anyhow::Result<f64>,
         mut floor: impl FnMut() -> anyhow::Result<f64>,
     ) -> anyhow::Result<(f64, f64)> {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for r in 0..reps {
-            if r % 2 == 0 {
-                a.push(ours()?);
-                b.push(floor()?);
-            } else {
-                b.push(floor()?);
-                a.push(ours()?);
-            }
-        }
-        let (a, b) = (median(a), median(b));
-        eprintln!("bench:   ours {a:.1}, floor/peer {b:.1}");
-        Ok((a, b))
+        let m = self.rotate(reps, &mut [&mut ours, &mut floor])?;
+        Ok((m[0], m[1]))
     }
 
-    /// [`alternate`](Bench::alternate) for more than two sides: repetition
-    /// `r` starts with side `r % n` and goes round, so that every side runs
-    /// first, last and between the others alike. The medians, in order.
+    /// Runs each side `reps` times, repetition `r` starting with side
+    /// `r % n` and going round (two sides: A B, then B A, ...), so that no
+    /// side always runs first or right after the same neighbour. The
+    /// medians, in order.
     fn rotate(
         &self,
         reps: usize,

@@ -169,30 +169,28 @@ fn deliver(files: &[&PathBuf], port: u16, ahead: bool) {
         data.extend_from_slice(b"\r\n.\r\n");
         (claimed, data)
     };
-    let mut next = files.first().map(|p| take(p));
-    let mut sent_ahead = false;
+    let mut next = files.first().copied().map(take);
     for i in 0..files.len() {
         let (claimed, mut data) = next.take().expect("a claimed file");
-        if !sent_ahead {
+        // Ahead, every envelope but the first rode behind the last data.
+        if i == 0 || !ahead {
             sock.write_all(envelope).expect("envelope");
         }
         envelope_replies(&mut replies);
-        if let Some(p) = files.get(i + 1) {
-            // Ahead: the next file is claimed before this one's data goes
-            // out, and its envelope rides behind the data.
-            if ahead {
-                next = Some(take(p));
+        let after = files.get(i + 1).copied();
+        if ahead {
+            // The next file is claimed before this one's data goes out,
+            // and its envelope rides behind the data.
+            next = after.map(take);
+            if next.is_some() {
                 data.extend_from_slice(envelope);
             }
         }
-        sent_ahead = ahead;
         sock.write_all(&data).expect("data");
         replies.expect(1, b'2');
         fs::remove_file(&claimed).expect("unlink");
-        if next.is_none()
-            && let Some(p) = files.get(i + 1)
-        {
-            next = Some(take(p));
+        if !ahead {
+            next = after.map(take);
         }
     }
     sock.write_all(b"QUIT\r\n").expect("QUIT");
